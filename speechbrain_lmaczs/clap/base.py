@@ -40,6 +40,12 @@ class CLAPBackend(nn.Module, ABC):
         return self.frontend.clip_samples
 
     @property
+    def joint_dim(self):
+        """Size of the joint audio-text embedding space."""
+        with torch.no_grad():
+            return int(self.encode_text(["a"]).shape[-1])
+
+    @property
     @abstractmethod
     def hidden_channels(self):
         """Channels of the hidden maps returned by ``encode_audio``, deepest first (a list of int)."""
