@@ -1,0 +1,343 @@
+"""Shared machinery of every data preparation: reading CSVs, probing audio, writing manifests safely.
+
+A manifest is a JSON file keyed by item id (SpeechBrain convention)::
+
+    {"1-100032-A-0": {"wav": "/data/ESC50/audio/1-100032-A-0.wav", "duration": 5.0,
+                      "class_string": "dog", "classID": 0, "fold": 1}}
+
+Next to ``name.json`` each prep writes ``name_options.json`` with the options it ran with. A later run with the
+same options finds both and does nothing; any other state (missing options file, different options, manifest
+missing) makes it rebuild. The manifest is written to a temporary file and renamed, and the options file is
+removed before and written after it, so an interrupted run never leaves a manifest that a later run trusts.
+"""
+
+import json
+import logging
+import os
+import tempfile
+
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+#: bumped when the manifest layout changes, so that old manifests are rebuilt
+MANIFEST_FORMAT = 1
+
+#: audio files a folder scan picks up (lower-case suffixes)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+class DataPrepError(RuntimeError):
+    """Something about the data the user gave is wrong; the message says what to do."""
+
+
+class MissingDataError(DataPrepError, FileNotFoundError):
+    """A folder or file the prep needs is not there; the message says what to do."""
+
+
+def item_id(relative_path):
+    """Manifest id of an audio file: its path relative to the audio folder, without suffix, ``/`` -> ``-``.
+
+    >>> item_id("1-100032-A-0.wav")
+    '1-100032-A-0'
+    >>> item_id("fold1/101415-3-0-2.wav")
+    'fold1-101415-3-0-2'
+    """
+    stem = os.path.splitext(os.path.normpath(relative_path))[0]
+    return stem.replace(os.sep, "-").replace("/", "-")
+
+
+def find_audio_files(folder, extensions=AUDIO_EXTENSIONS):
+    """Audio files under ``folder``, searched recursively, as sorted paths relative to it.
+
+    Hidden files and folders (partial downloads, ``.DS_Store``) are left out.
+
+    Parameters
+    ----------
+    folder : str
+        Folder to search.
+    extensions : sequence of str
+        Suffixes to keep, compared case-insensitively.
+
+    Returns
+    -------
+    list of str
+    """
+    extensions = tuple(e.lower() for e in extensions)
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(extensions):
+                found.append(os.path.relpath(os.path.join(parent, name), folder))
+    return sorted(found)
+
+
+def probe_audio(path):
+    """Duration of an audio file, or the reason it cannot be used.
+
+    Durations come from the file header through soundfile (``frames / samplerate``).
+
+    Parameters
+    ----------
+    path : str
+        Audio file.
+
+    Returns
+    -------
+    duration : float or None
+        Seconds, or None when the file cannot be used.
+    reason : str or None
+        Why the file cannot be used (``"missing"``, ``"empty file"``, ``"unreadable: ..."``,
+        ``"zero-length audio"``), None when it can.
+
+    Example
+    -------
+    >>> probe_audio("no/such/file.wav")
+    (None, 'missing')
+    """
+    if not os.path.isfile(path):
+        return None, "missing"
+    if os.path.getsize(path) == 0:
+        return None, "empty file"
+    try:
+        info = sf.info(path)
+    except (RuntimeError, OSError, ValueError) as err:
+        # soundfile raises LibsndfileError (a RuntimeError) for anything it cannot decode
+        return None, f"unreadable: {err}"
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None, "zero-length audio"
+    return info.frames / info.samplerate, None
+
+
+def report_skipped(skipped, total, source):
+    """Log every skipped item in one warning (count first), so that bad data never goes unnoticed.
+
+    Parameters
+    ----------
+    skipped : list of (str, str)
+        (name, reason) pairs.
+    total : int
+        Number of items considered.
+    source : str
+        What was being read (a CSV or a folder), named in the message.
+    """
+    if not skipped:
+        return
+    # One line per distinct problem: a missing Clotho clip would otherwise be listed once per caption.
+    counts = {}
+    for name, reason in skipped:
+        counts[(name, reason)] = counts.get((name, reason), 0) + 1
+    lines = "\n".join(
+        f"  {name}: {reason}" + (f" ({n} items)" if n > 1 else "") for (name, reason), n in counts.items()
+    )
+    logger.warning("Skipped %d of %d items of %s:\n%s", len(skipped), total, source, lines)
+
+
+def require_folder(folder, what):
+    """Raise :class:`MissingDataError` unless ``folder`` is a directory."""
+    if not os.path.isdir(folder):
+        raise MissingDataError(f"{what} {folder!r} does not exist (or is not a folder): check the path.")
+
+
+def read_csv(csv_file, required_columns, what="CSV file"):
+    """Read a CSV with every column as text, after checking the file and its columns.
+
+    Empty cells become empty strings (not NaN), so that a caption such as "None" stays a caption.
+
+    Parameters
+    ----------
+    csv_file : str
+        Path of the CSV file.
+    required_columns : list of str
+        Columns that must be present.
+    what : str
+        How to name the file in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    if not os.path.isfile(csv_file):
+        raise MissingDataError(f"{what} {csv_file!r} does not exist: check the path.")
+    try:
+        frame = pd.read_csv(csv_file, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataPrepError(
+            f"Could not read {what} {csv_file!r} ({err}): is it a UTF-8 CSV with a header row?"
+        ) from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required_columns if c not in frame.columns]
+    if missing:
+        raise DataPrepError(
+            f"{what} {csv_file!r} lacks the column(s) {missing}; it has {list(frame.columns)}. "
+            "Rename the columns or pass the right column names."
+        )
+    return frame
+
+
+def parse_int(value, column, csv_file):
+    """An integer cell of a CSV, with a clear error when it is not one."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is None or not number.is_integer():
+        raise DataPrepError(f"Column {column!r} of {csv_file!r} must hold integers, found {value!r}.")
+    return int(number)
+
+
+def check_folds(folds, available, dataset):
+    """Validate a fold selection: None (every fold) or a list of folds the dataset has.
+
+    Returns
+    -------
+    list of int or None
+        The sorted, de-duplicated folds.
+    """
+    if folds is None:
+        return None
+    if isinstance(folds, (int, str)):
+        folds = [folds]
+    folds = sorted({int(f) for f in folds})
+    unknown = [f for f in folds if f not in set(available)]
+    if unknown or not folds:
+        raise DataPrepError(f"{dataset} has folds {sorted(set(available))}; got {folds}. Choose among those.")
+    return folds
+
+
+def options_path(manifest_path):
+    """The file that stores the options a manifest was built with: ``name.json`` -> ``name_options.json``."""
+    root, _ = os.path.splitext(manifest_path)
+    return root + "_options.json"
+
+
+def _normalise(options):
+    # Tuples become lists etc., so that stored and requested options compare equal.
+    return json.loads(json.dumps(dict(options, format=MANIFEST_FORMAT), sort_keys=True))
+
+
+def is_prepared(manifest_path, options):
+    """True when ``manifest_path`` exists and was built with exactly these options."""
+    opts_file = options_path(manifest_path)
+    if not (os.path.isfile(manifest_path) and os.path.isfile(opts_file)):
+        return False
+    try:
+        with open(opts_file, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stored == _normalise(options)
+
+
+def _write_json_atomic(path, data):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_manifest(manifest_path, entries, options):
+    """Write a manifest and the options it was built with, so that no interruption leaves a trusted half-file.
+
+    Parameters
+    ----------
+    manifest_path : str
+        Destination ``.json``.
+    entries : dict
+        id -> entry.
+    options : dict
+        JSON-serialisable options of the prep (compared by :func:`is_prepared` on the next run).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
+    opts_file = options_path(manifest_path)
+    # Removed first: if we stop between the two writes, the old options must not vouch for a new manifest.
+    if os.path.exists(opts_file):
+        os.remove(opts_file)
+    _write_json_atomic(manifest_path, entries)
+    _write_json_atomic(opts_file, _normalise(options))
+    logger.info("Wrote %d items to %s", len(entries), manifest_path)
+
+
+def run_prep(manifest_path, options, build):
+    """Build a manifest unless an identical one exists.
+
+    Parameters
+    ----------
+    manifest_path : str
+        Destination ``.json``.
+    options : dict
+        Everything that changes the content of the manifest.
+    build : callable
+        No-argument function returning the entries (id -> dict).
+
+    Returns
+    -------
+    str
+        ``manifest_path``.
+    """
+    if is_prepared(manifest_path, options):
+        logger.info("%s is up to date (built with the same options): skipping preparation.", manifest_path)
+        return manifest_path
+    entries = build()
+    if not entries:
+        raise DataPrepError(
+            f"No usable audio for {manifest_path}: every item was skipped (see the warning above). "
+            "Check the data folder and CSV."
+        )
+    write_manifest(manifest_path, entries, options)
+    return manifest_path
+
+
+def audio_entries(rows, source, desc, skipped=None):
+    """Probe the audio of each row and keep the usable ones.
+
+    Parameters
+    ----------
+    rows : iterable of (str, str, dict)
+        (id, path, extra fields) per item; several items may share one path (probed once). An empty path
+        stands for a CSV row that names no file: it is reported (under its id) and skipped.
+    source : str
+        What the rows come from, for the warning about skipped items.
+    desc : str
+        Progress bar label.
+    skipped : list of (str, str), optional
+        Items the caller already rejected (e.g. rows with an empty label), reported in the same warning.
+
+    Returns
+    -------
+    dict
+        id -> {"wav": absolute path, "duration": seconds, **extra}.
+    """
+    from tqdm import tqdm
+
+    rows = list(rows)
+    rejected = list(skipped or [])
+    entries, probed = {}, {}
+    for key, path, extra in tqdm(rows, desc=desc, unit="item", dynamic_ncols=True):
+        if not path:
+            rejected.append((key, "CSV row without a file name"))
+            continue
+        path = os.path.abspath(path)
+        if path not in probed:
+            probed[path] = probe_audio(path)
+        duration, reason = probed[path]
+        if reason is not None:
+            rejected.append((path, reason))
+            continue
+        if key in entries:
+            rejected.append((path, f"duplicate id {key!r}"))
+            continue
+        entries[key] = {"wav": path, "duration": round(duration, 6), **extra}
+    report_skipped(rejected, len(rows) + len(skipped or []), source)
+    return entries

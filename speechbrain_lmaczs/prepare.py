@@ -1,0 +1,131 @@
+"""Command line for the data preparations: one subcommand per dataset, each writing one JSON manifest.
+
+Examples::
+
+    python -m speechbrain_lmaczs.prepare esc50 --data_folder data/ESC50 --save_folder results/data
+    python -m speechbrain_lmaczs.prepare urbansound8k --data_folder data/UrbanSound8K --save_folder results/data
+    python -m speechbrain_lmaczs.prepare clotho --data_folder data/clotho --save_folder results/data
+    python -m speechbrain_lmaczs.prepare captions --csv audiocaps.csv --audio_folder data/audiocaps \\
+        --save_folder results/data --caption_columns caption --output audiocaps.json
+    python -m speechbrain_lmaczs.prepare labels --csv mine.csv --audio_folder data/mine --save_folder results/data
+    python -m speechbrain_lmaczs.prepare speech --data_folder data/speech --save_folder results/data
+    python -m speechbrain_lmaczs.prepare ljspeech --data_folder data/LJSpeech --save_folder results/data
+"""
+
+import argparse
+import logging
+import sys
+
+from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
+
+logger = logging.getLogger(__name__)
+
+
+def _folder_args(parser, output, download=False):
+    parser.add_argument("--data_folder", required=True, help="folder of the dataset")
+    parser.add_argument("--save_folder", required=True, help="where the manifest is written")
+    parser.add_argument("--output", default=output, help=f"manifest file name (default: {output})")
+    if download:
+        parser.add_argument(
+            "--no_download", action="store_true", help="fail instead of downloading into an empty data_folder"
+        )
+
+
+def _csv_args(parser, output):
+    parser.add_argument("--csv", required=True, help="CSV file with a header row")
+    parser.add_argument("--audio_folder", required=True, help="folder the CSV's file names are relative to")
+    parser.add_argument("--save_folder", required=True, help="where the manifest is written")
+    parser.add_argument("--output", default=output, help=f"manifest file name (default: {output})")
+    parser.add_argument("--filename_column", default="filename", help="column with file names (default: filename)")
+
+
+def build_parser():
+    """The ``argparse`` parser of ``python -m speechbrain_lmaczs.prepare``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_lmaczs.prepare",
+        description="Prepare a dataset: write its JSON manifest (id -> wav, duration, labels or caption).",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+
+    p = sub.add_parser("esc50", help="ESC-50 (downloaded into an empty data_folder)")
+    _folder_args(p, "esc50.json", download=True)
+    p.add_argument("--folds", type=int, nargs="+", help="folds 1-5 to keep (default: all, the zero-shot convention)")
+
+    p = sub.add_parser("urbansound8k", help="UrbanSound8K (request form: no download)")
+    _folder_args(p, "urbansound8k.json")
+    p.add_argument("--folds", type=int, nargs="+", help="folds 1-10 to keep (default: all)")
+
+    p = sub.add_parser("clotho", help="Clotho v2.1 development captions (missing files are downloaded)")
+    _folder_args(p, "clotho.json", download=True)
+
+    p = sub.add_parser("captions", help="a folder of audio + a CSV of captions (AudioCaps, FSD50K, MACS, yours)")
+    _csv_args(p, "captions.json")
+    p.add_argument("--caption_columns", nargs="+", default=["caption"], help="caption columns (default: caption)")
+
+    p = sub.add_parser("labels", help="a folder of audio + a CSV of labels (+ optional folds)")
+    _csv_args(p, "labels.json")
+    p.add_argument("--label_column", default="label", help="column with class labels (default: label)")
+    p.add_argument("--fold_column", default="fold", help="column with integer folds, used if present (default: fold)")
+    p.add_argument("--folds", type=int, nargs="+", help="folds to keep (default: all rows)")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"caption template (default: {DEFAULT_TEMPLATE!r})")
+
+    p = sub.add_parser("speech", help="any folder of speech files (WAV/FLAC/OGG, searched recursively)")
+    _folder_args(p, "speech.json")
+
+    p = sub.add_parser("ljspeech", help="LJ Speech 1.1 (downloaded into an empty data_folder)")
+    _folder_args(p, "speech.json", download=True)
+    return parser
+
+
+def run(args):
+    """Run the preparation an ``argparse`` namespace asks for; returns the manifest path."""
+    from speechbrain_lmaczs import data
+
+    if args.dataset == "esc50":
+        return data.prepare_esc50(
+            args.data_folder, args.save_folder, args.folds, args.output, download=not args.no_download
+        )
+    if args.dataset == "urbansound8k":
+        return data.prepare_urbansound8k(args.data_folder, args.save_folder, args.folds, args.output)
+    if args.dataset == "clotho":
+        return data.prepare_clotho(args.data_folder, args.save_folder, args.output, download=not args.no_download)
+    if args.dataset == "captions":
+        return data.prepare_captions(
+            args.csv, args.audio_folder, args.save_folder, args.output, args.filename_column, args.caption_columns
+        )
+    if args.dataset == "labels":
+        return data.prepare_labels(
+            args.csv,
+            args.audio_folder,
+            args.save_folder,
+            args.output,
+            filename_column=args.filename_column,
+            label_column=args.label_column,
+            fold_column=args.fold_column,
+            folds=args.folds,
+            template=args.template,
+        )
+    if args.dataset == "speech":
+        return data.prepare_speech(args.data_folder, args.save_folder, args.output)
+    if args.dataset == "ljspeech":
+        return data.prepare_ljspeech(args.data_folder, args.save_folder, args.output, download=not args.no_download)
+    raise ValueError(f"Unknown dataset {args.dataset!r}.")
+
+
+def main(argv=None):
+    """Entry point; a data problem ends the program with its message (exit status 1), not a traceback."""
+    from speechbrain_lmaczs.data import DataPrepError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = run(args)
+    except DataPrepError as err:
+        logger.error("%s", err)
+        return 1
+    logger.info("Manifest: %s", manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
