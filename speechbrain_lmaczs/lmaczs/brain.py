@@ -1,0 +1,164 @@
+"""LMACZSBrain: trains the mask decoder over a frozen CLAP with the zero-shot loss."""
+
+import logging
+
+import speechbrain as sb
+import torch
+
+from speechbrain_lmaczs.classifier import ZeroShotClassifier
+from speechbrain_lmaczs.lmaczs.loss import zero_shot_loss
+from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def grid_masks(decoder, hidden, text, out_size):
+    """Masks of every text on every audio: (B_text, B_audio, time, freq).
+
+    The audio's hidden maps are repeated for each text, so one decoder pass covers the whole grid.
+    """
+    n_text, n_audio = text.shape[0], hidden[0].shape[0]
+    rep_hidden = [h.unsqueeze(0).expand(n_text, *h.shape).reshape(n_text * n_audio, *h.shape[1:]) for h in hidden]
+    rep_text = text.unsqueeze(1).expand(n_text, n_audio, text.shape[-1]).reshape(n_text * n_audio, -1)
+    masks = decoder(rep_hidden, rep_text, out_size)
+    return masks.reshape(n_text, n_audio, *masks.shape[1:])
+
+
+class LMACZSBrain(sb.Brain):
+    """Brain holding the LMAC-ZS decoder and its loss.
+
+    ``modules`` must contain ``clap`` (a frozen :class:`CLAPBackend`), ``decoder`` (a :class:`MaskDecoder`) and
+    ``domain`` (a :class:`MaskingDomain` built on the CLAP's front-end). ``hparams`` must contain ``lambda_reg``,
+    ``lambda_div`` and ``train_logger``.
+
+    Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
+    labelled set also carry ``label`` (class index); with ``eval_prompts`` given, those stages compute zero-shot accuracy, the
+    eight faithfulness metrics for the mask of the predicted class, and prompt sensitivity (mean absolute
+    difference between the masks of the two most likely prompts).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As for :class:`speechbrain.Brain`.
+    eval_prompts : list of str, optional
+        Class prompts of the evaluation set.
+    """
+
+    def __init__(self, *args, eval_prompts=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_prompts = list(eval_prompts) if eval_prompts else None
+        self.classifier = None
+        for p in self.modules.clap.parameters():
+            if p.requires_grad:
+                raise ValueError("The CLAP backend must be frozen (load it with load_clap, or call .freeze()).")
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def encode(self, wav):
+        """Representation, unmasked embedding and hidden maps of a waveform batch (no gradient)."""
+        domain, clap = self.modules.domain, self.modules.clap
+        with torch.no_grad():
+            x = domain.representation(wav)
+            audio, hidden = clap.encode_audio(domain.to_logmel(x), return_hidden=True)
+        return x, audio, hidden
+
+    def embed_masked(self, x):
+        """Normalised embedding of masked representations (gradient flows to the mask)."""
+        return self.modules.clap.encode_audio(self.modules.domain.to_logmel(x))
+
+    def masks_for(self, hidden, text, out_size):
+        """One mask per (hidden maps, text embedding) pair, (batch, time, freq)."""
+        return self.modules.decoder(hidden, text, out_size)
+
+    # -- Brain contract ------------------------------------------------------------------------------------------
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wav, _ = batch.wav
+        x, audio, hidden = self.encode(wav)
+        with torch.no_grad():
+            text = self.modules.clap.encode_text(list(batch.caption))
+        masks = grid_masks(self.modules.decoder, hidden, text, x.shape[1:])
+        b = wav.shape[0]
+        masked = self.embed_masked((masks * x.unsqueeze(0)).flatten(0, 1)).reshape(b, b, -1)
+        return {"x": x, "audio": audio, "hidden": hidden, "text": text, "masks": masks, "masked_audio": masked}
+
+    def compute_objectives(self, predictions, batch, stage):
+        out = zero_shot_loss(
+            predictions["text"].float(),
+            predictions["audio"].float(),
+            predictions["masked_audio"].float(),
+            predictions["masks"].float(),
+            self.hparams.lambda_reg,
+            self.hparams.lambda_div,
+        )
+        if stage != sb.Stage.TRAIN:
+            for key in ("sim", "reg", "div"):
+                self.loss_parts[key] += float(out[key])
+            if self.eval_prompts is not None:
+                self.evaluate_faithfulness(predictions, batch)
+        return out["loss"]
+
+    @torch.no_grad()
+    def evaluate_faithfulness(self, predictions, batch):
+        """Zero-shot accuracy, faithfulness metrics and prompt sensitivity on a labelled batch."""
+        x, hidden = predictions["x"], predictions["hidden"]
+        clf = self.classifier
+        logits = clf.logits_from_embedding(predictions["audio"])
+        probs = logits.softmax(-1)
+        top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).indices
+        pred = top2[:, 0]
+        mask = self.masks_for(hidden, clf.text_embeddings[pred], x.shape[1:])
+        masked_in = clf(self.modules.domain.apply_mask(x, mask)).softmax(-1)
+        masked_out = clf(self.modules.domain.apply_mask(x, 1.0 - mask)).softmax(-1)
+        values = faithfulness_metrics(probs.float(), masked_in.float(), masked_out.float(), mask.float(), pred)
+        labels = torch.as_tensor(batch.label, device=pred.device)
+        values["accuracy"] = (pred == labels).float() * 100.0
+        if top2.shape[1] > 1:
+            second = self.masks_for(hidden, clf.text_embeddings[top2[:, 1]], x.shape[1:])
+            values["prompt_sensitivity"] = (mask - second).abs().flatten(1).mean(-1)
+        self.metrics.update(values)
+
+    def on_stage_start(self, stage, epoch=None):
+        self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
+        if stage == sb.Stage.TRAIN:
+            # After an interrupted run, the recovered step shows that training resumes mid-epoch.
+            logger.info("Training epoch %s from step %d", epoch, self.step)
+        if stage != sb.Stage.TRAIN and self.eval_prompts is not None:
+            if self.classifier is None:
+                self.classifier = ZeroShotClassifier(
+                    self.modules.clap,
+                    self.eval_prompts,
+                    to_logmel=self.modules.domain.to_logmel,
+                    use_logit_scale=self.hparams.use_logit_scale,
+                )
+            self.metrics = MetricAccumulator()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        n_batches = max(1, self.step)
+        stats = {"loss": stage_loss}
+        stats.update({f"loss_{k}": v / n_batches for k, v in self.loss_parts.items()})
+        if self.eval_prompts is not None:
+            summary = self.metrics.summary()
+            stats.update({k: float(v) for k, v in summary.items() if k not in ("n", "n_nonfinite")})
+            stats["n_clips"] = int(summary["n"])
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch},
+                train_stats={"loss": self.train_loss},
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(meta=stats, min_keys=["loss"])
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+        self.last_stats = stats
+
+    def init_optimizers(self):
+        # Only the decoder learns; the CLAP stays frozen.
+        self.optimizer = self.opt_class(self.modules.decoder.parameters())
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)

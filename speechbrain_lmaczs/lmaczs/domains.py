@@ -1,0 +1,252 @@
+"""Masking domains: where an explanation mask acts, and how it becomes audio.
+
+A domain turns a waveform at the encoder's rate into the representation ``X`` (batch, time, freq) that masks
+multiply, maps any (masked) representation to the encoder's log-mel (``to_logmel``), and turns a mask back into a
+listenable waveform that keeps the ORIGINAL phase (``listen``).
+
+- :class:`MelMasking`: ``X`` is the encoder's own log-mel (dB); the mask multiplies it (paper, Mel setup).
+  To listen, the mel mask is mapped to linear frequency (each linear bin takes the filterbank-weighted mean of the
+  mel-band values covering it; bins outside [f_min, f_max] take the nearest band) and applied to the STFT magnitude.
+- :class:`STFTMasking`: ``X`` is the linear-frequency magnitude STFT of the clip resampled to 16 kHz; the mask
+  multiplies the magnitude (so ``M * X`` with the original phase is exactly what one hears). The masked STFT reaches
+  the encoder through a 16 kHz mel filterbank with the encoder's own band edges (bands above 8 kHz stay empty, as
+  they would for 16 kHz audio resampled to the encoder's rate), a window of the same duration as the encoder's, a
+  hop of the same duration (so a clip gives the same number of frames) and a gain that equalises the energy scale of
+  the two STFTs (ratio of n_fft * sum(window^2)). This choice is stateless and differentiable, and needs no phase.
+"""
+
+import math
+import warnings
+
+import torch
+import torchaudio
+from torch import nn
+
+
+class MaskingDomain(nn.Module):
+    """Base class; see the module docstring."""
+
+    def __init__(self, frontend):
+        super().__init__()
+        self.frontend = frontend
+
+    @property
+    def output_sample_rate(self):
+        """Sampling rate of the waveforms returned by :meth:`listen`."""
+        raise NotImplementedError
+
+    def representation(self, wav):
+        """Waveform at the encoder's rate (batch, samples) -> representation (batch, time, freq)."""
+        raise NotImplementedError
+
+    def to_logmel(self, x):
+        """Representation (possibly masked) -> encoder log-mel (batch, time, mel)."""
+        raise NotImplementedError
+
+    def linear_mask(self, mask):
+        """Mask on the representation grid -> mask on the listening STFT grid."""
+        raise NotImplementedError
+
+    def listening_stft(self, wav):
+        """Complex STFT used to listen, (batch, time, freq), and the waveform length it inverts to."""
+        raise NotImplementedError
+
+    def listening_istft(self, spec, length):
+        """Inverse of :meth:`listening_stft`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def apply_mask(x, mask):
+        """Masked representation ``mask * x`` (the paper's convention)."""
+        if mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
+        return mask * x
+
+    def listen(self, wav, mask):
+        """Listenable explanation: ISTFT(mask * |STFT(wav)| * exp(j * phase(STFT(wav)))).
+
+        Parameters
+        ----------
+        wav : torch.Tensor
+            (batch, samples) at the encoder's rate.
+        mask : torch.Tensor
+            (batch, time, freq) on this domain's representation grid, values in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, samples') at :attr:`output_sample_rate`, as long as the input (in seconds).
+        """
+        spec, length = self.listening_stft(wav)
+        lin = self.linear_mask(mask)
+        if lin.shape[1] != spec.shape[1]:
+            # Inputs longer or shorter than the mask's window: stretch the mask's time axis onto the STFT frames.
+            lin = nn.functional.interpolate(lin.transpose(1, 2), size=spec.shape[1], mode="nearest").transpose(1, 2)
+        # Multiplying the complex STFT by a real mask scales the magnitude and keeps the phase.
+        return self.listening_istft(spec * lin.to(spec.real.dtype), length)
+
+
+class MelMasking(MaskingDomain):
+    """The mask multiplies the encoder's log-mel input.
+
+    Example
+    -------
+    >>> from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+    >>> fe = LogMelFrontend(16000, 512, 160, 40, 50.0, 8000.0, clip_seconds=1.0)
+    >>> dom = MelMasking(fe)
+    >>> wav = torch.randn(1, 16000)
+    >>> x = dom.representation(wav)
+    >>> x.shape
+    torch.Size([1, 101, 40])
+    >>> out = dom.listen(wav, torch.ones_like(x))
+    >>> bool(torch.allclose(out, wav, atol=1e-4))
+    True
+    """
+
+    def __init__(self, frontend):
+        super().__init__(frontend)
+        self.register_buffer("mel_to_linear", self._mel_to_linear(frontend.mel_fbank), persistent=False)
+
+    @staticmethod
+    def _mel_to_linear(fbank):
+        # fbank: (linear, mel). Weighted mean of covering bands; uncovered bins copy the nearest band.
+        fbank = fbank.clone()
+        weight = fbank.sum(dim=1)
+        covered = weight > 0
+        idx = torch.nonzero(covered).squeeze(1)
+        proj = torch.zeros_like(fbank)
+        proj[covered] = fbank[covered] / weight[covered, None]
+        n_mels = fbank.shape[1]
+        if len(idx) > 0:
+            low, high = int(idx.min()), int(idx.max())
+            proj[:low, 0] = 1.0
+            proj[high + 1 :, n_mels - 1] = 1.0
+        return proj.T.contiguous()  # (mel, linear)
+
+    @property
+    def output_sample_rate(self):
+        return self.frontend.sample_rate
+
+    def representation(self, wav):
+        return self.frontend(wav)
+
+    def to_logmel(self, x):
+        return x
+
+    def linear_mask(self, mask):
+        return mask @ self.mel_to_linear
+
+    def listening_stft(self, wav):
+        return self.frontend.stft(wav), wav.shape[-1]
+
+    def listening_istft(self, spec, length):
+        return self.frontend.istft(spec, length)
+
+
+class STFTMasking(MaskingDomain):
+    """The mask multiplies a linear-frequency magnitude STFT of the clip at 16 kHz.
+
+    Parameters
+    ----------
+    frontend : LogMelFrontend
+        The encoder's front-end (its rate, band edges and frame timing are matched).
+    sample_rate : int
+        Rate of the masked STFT (16000 in the paper).
+    n_fft : int
+        FFT size at that rate (the window itself lasts as long as the encoder's).
+
+    Example
+    -------
+    >>> from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+    >>> fe = LogMelFrontend(44100, 1024, 320, 64, 50.0, 14000.0, clip_seconds=5.0)
+    >>> dom = STFTMasking(fe)
+    >>> x = dom.representation(torch.randn(1, 220500))
+    >>> x.shape, dom.to_logmel(x).shape
+    (torch.Size([1, 690, 257]), torch.Size([1, 690, 64]))
+    """
+
+    def __init__(self, frontend, sample_rate=16000, n_fft=512):
+        super().__init__(frontend)
+        self.sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        ratio = self.sample_rate / frontend.sample_rate
+        self.win_length = min(self.n_fft, int(round(frontend.n_fft * ratio)))
+        self.hop_length = int(round(frontend.hop_length * ratio))
+        self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
+        with warnings.catch_warnings():
+            # Bands above the Nyquist frequency of 16 kHz audio are empty on purpose.
+            warnings.simplefilter("ignore")
+            fbank = torchaudio.functional.melscale_fbanks(
+                n_freqs=self.n_fft // 2 + 1,
+                f_min=frontend.f_min,
+                f_max=frontend.f_max,
+                n_mels=frontend.n_mels,
+                sample_rate=self.sample_rate,
+                norm=frontend.mel_norm,
+                mel_scale=frontend.mel_scale,
+            )
+        self.register_buffer("mel_fbank", fbank, persistent=False)
+        enc_energy = frontend.n_fft * frontend.window.pow(2).sum()
+        own_energy = self.n_fft * self.window.pow(2).sum()
+        self.gain = float(enc_energy / own_energy)
+
+    @property
+    def output_sample_rate(self):
+        return self.sample_rate
+
+    def resample(self, wav):
+        """Encoder-rate waveform -> 16 kHz."""
+        if self.frontend.sample_rate == self.sample_rate:
+            return wav
+        return torchaudio.functional.resample(wav, self.frontend.sample_rate, self.sample_rate)
+
+    def _stft(self, wav16):
+        spec = torch.stft(
+            wav16,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        return spec.transpose(-1, -2)
+
+    def representation(self, wav):
+        return self._stft(self.resample(wav)).abs()
+
+    def to_logmel(self, x):
+        mel = torch.matmul(self.gain * x.pow(2), self.mel_fbank)
+        target = self.frontend.n_frames
+        if x.shape[1] != target and x.shape[1] == self.expected_frames:
+            # Frame counts differ only when the two hops are not in an exact ratio: resample the time axis.
+            mel = nn.functional.interpolate(mel.transpose(1, 2), size=target, mode="linear", align_corners=True)
+            mel = mel.transpose(1, 2)
+        return 10.0 * torch.log10(torch.clamp(mel, min=self.frontend.amin))
+
+    @property
+    def expected_frames(self):
+        """Frames of one full clip at 16 kHz."""
+        return 1 + int(math.floor(self.frontend.clip_seconds * self.sample_rate)) // self.hop_length
+
+    def linear_mask(self, mask):
+        return mask
+
+    def listening_stft(self, wav):
+        wav16 = self.resample(wav)
+        return self._stft(wav16), wav16.shape[-1]
+
+    def listening_istft(self, spec, length):
+        return torch.istft(
+            spec.transpose(-1, -2),
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=True,
+            length=length,
+        )
+
+
+DOMAINS = {"mel": MelMasking, "stft": STFTMasking}

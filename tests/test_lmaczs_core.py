@@ -1,0 +1,199 @@
+"""Unit tests of the LMAC-ZS parts: zero-shot loss, mask decoder, masking domains and listenable output."""
+
+import math
+
+import pytest
+import torch
+import torchaudio
+
+from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
+from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
+from speechbrain_lmaczs.lmaczs.loss import zero_shot_loss
+
+
+def _msclap_frontend():
+    return LogMelFrontend(44100, 1024, 320, 64, 50.0, 14000.0, clip_seconds=5.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# zero_shot_loss
+
+
+def _hand_case():
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    audio = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    # masked[i, j]: audio j under the mask of text i
+    masked = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]])
+    masks = torch.stack(
+        [
+            torch.stack([torch.full((3, 4), 0.5), torch.full((3, 4), 0.25)]),
+            torch.stack([torch.full((3, 4), 1.0), torch.zeros(3, 4)]),
+        ]
+    )
+    return text, audio, masked, masks
+
+
+def test_zero_shot_loss_hand_computed():
+    text, audio, masked, masks = _hand_case()
+    out = zero_shot_loss(text, audio, masked, masks, lambda_reg=0.1, lambda_div=2.0)
+    # C = [[.6,.8],[.8,.6]]; t_i.a'_ij = [[1,0],[.8,0]] -> |.| sum = .4+.8+0+.6
+    assert float(out["sim"]) == pytest.approx(1.8)
+    # mean of each mask: .5 + .25 + 1 + 0
+    assert float(out["reg"]) == pytest.approx(1.75)
+    # D_0 = |t0.t1 - a'_00.a'_10| = |0 - [1,0].[.6,.8]| = .6 ; D_1 = |0 - a'_11.a'_01| = |0 - [1,0].[0,1]| = 0
+    assert float(out["div"]) == pytest.approx(0.6)
+    assert float(out["loss"]) == pytest.approx(1.8 + 0.1 * 1.75 + 2.0 * 0.6)
+
+
+def test_zero_shot_loss_gradients_reach_masked_embeddings_not_targets():
+    text, audio, masked, masks = _hand_case()
+    audio = audio.clone().requires_grad_(True)
+    masked = masked.clone().requires_grad_(True)
+    masks = masks.clone().requires_grad_(True)
+    zero_shot_loss(text, audio, masked, masks, 0.1, 2.0)["loss"].backward()
+    assert audio.grad is None  # C_ij carries no gradient
+    assert masked.grad is not None and masked.grad.abs().sum() > 0
+    # L1 term: d(lambda * mean)/dM = lambda / n_elements for every element
+    assert torch.allclose(masks.grad, torch.full_like(masks, 0.1 / 12))
+
+
+def test_zero_shot_loss_without_diversity_ignores_cross_prompt_embeddings():
+    text, audio, masked, masks = _hand_case()
+    base = zero_shot_loss(text, audio, masked, masks, 0.0, 0.0)["loss"]
+    moved = masked.clone()
+    moved[1, 0] = torch.tensor([0.0, 1.0])  # only changes t_1.a'_10 in L_sim and D_0
+    changed = zero_shot_loss(text, audio, moved, masks, 0.0, 0.0)["loss"]
+    # L_sim term (1,0): |.8 - 1| instead of |.8 - .8|
+    assert float(changed - base) == pytest.approx(0.2)
+
+
+def test_zero_shot_loss_rejects_bad_shapes():
+    text, audio, masked, masks = _hand_case()
+    with pytest.raises(ValueError, match="zero_shot_loss expects"):
+        zero_shot_loss(text, audio, masked[0], masks, 0.1, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MaskDecoder
+
+
+@pytest.mark.parametrize(
+    "shapes,out_size",
+    [
+        # CNN14 maps for a 690x64 log-mel (channels scaled down)
+        ([(64, 21, 2), (32, 21, 2), (16, 43, 4), (8, 86, 8)], (690, 64)),
+        # the same maps, STFT masking grid (690 frames x 257 bins)
+        ([(64, 21, 2), (32, 21, 2), (16, 43, 4), (8, 86, 8)], (690, 257)),
+        # HTSAT unfolded maps for a 1001x64 log-mel (2 stages, tiny)
+        ([(16, 64, 8), (8, 128, 16)], (1001, 64)),
+    ],
+)
+def test_decoder_shapes_and_range(shapes, out_size):
+    torch.manual_seed(0)
+    dec = MaskDecoder([s[0] for s in shapes], text_dim=10, width=32, n_final_upsamplings=2)
+    hidden = [torch.randn(3, *s) for s in shapes]
+    mask = dec(hidden, torch.randn(3, 10), out_size)
+    assert mask.shape == (3, *out_size)
+    assert mask.min() >= 0 and mask.max() <= 1
+
+
+def test_decoder_depends_on_text_and_batch_items_are_independent():
+    torch.manual_seed(0)
+    shapes = [(16, 11, 2), (8, 22, 4)]
+    dec = MaskDecoder([s[0] for s in shapes], text_dim=6, width=16, n_final_upsamplings=1).eval()
+    # Make the FiLM path active so that text matters through both conditioning routes.
+    for att in dec.attentions:
+        torch.nn.init.normal_(att.film.weight, std=0.5)
+    hidden = [torch.randn(2, *s) for s in shapes]
+    text = torch.randn(2, 6)
+    both = dec(hidden, text, (44, 8))
+    other = dec(hidden, text.flip(0), (44, 8))
+    assert (both - other).abs().max() > 1e-3
+    single = dec([h[1:] for h in hidden], text[1:], (44, 8))
+    assert torch.allclose(both[1:], single, atol=1e-5)
+
+
+def test_decoder_rejects_wrong_number_of_maps():
+    dec = MaskDecoder([8, 4], text_dim=3, width=8)
+    with pytest.raises(ValueError, match="built for 2 hidden maps"):
+        dec([torch.randn(1, 8, 4, 4)], torch.randn(1, 3), (8, 8))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masking domains and listenable output
+
+
+def _snr_db(ref, est):
+    return 10 * math.log10(float(ref.pow(2).sum()) / float((ref - est).pow(2).sum() + 1e-20))
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_listen_all_ones_reproduces_input_and_zeros_give_silence(domain_cls):
+    torch.manual_seed(0)
+    dom = domain_cls(_msclap_frontend())
+    wav = 0.5 * torch.randn(2, 220500)
+    x = dom.representation(wav)
+    ones = dom.listen(wav, torch.ones_like(x))
+    zeros = dom.listen(wav, torch.zeros_like(x))
+    reference = dom.resample(wav) if domain_cls is STFTMasking else wav
+    assert ones.shape == reference.shape
+    assert _snr_db(reference, ones) > 40
+    assert float(zeros.abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_listen_output_length_equals_input_length_for_any_length(domain_cls):
+    dom = domain_cls(_msclap_frontend())
+    for n in (44100, 220500 + 1234):
+        wav = torch.randn(1, n)
+        x = dom.representation(wav)
+        out = dom.listen(wav, torch.rand_like(x))
+        assert out.shape[-1] == math.ceil(n * dom.output_sample_rate / 44100)
+
+
+def test_mel_mask_maps_to_the_linear_bins_of_its_band():
+    fe = _msclap_frontend()
+    dom = MelMasking(fe)
+    mask = torch.zeros(1, 1, 64)
+    mask[..., 20] = 1.0
+    lin = dom.linear_mask(mask)[0, 0]
+    freqs = torch.linspace(0, 22050, 513)
+    # Bins strictly outside the band's filter support get nothing; the band's peak bin gets a positive weight.
+    support = fe.mel_fbank[:, 20] > 0
+    assert torch.all(lin[~support] == 0)
+    assert lin[support].max() > 0.3
+    # Bins below f_min copy the lowest band; above f_max, the highest.
+    low = dom.linear_mask(torch.nn.functional.one_hot(torch.tensor([[0]]), 64).float())[0, 0]
+    assert torch.all(low[freqs < 40] == 1.0)
+
+
+def test_stft_domain_reaches_the_encoder_log_mel_of_band_limited_audio():
+    """to_logmel(|STFT16(x)|) matches the encoder front-end on x resampled 16k -> 44.1k (bands below 6 kHz,
+    clear of both resamplers' transition bands)."""
+    torch.manual_seed(0)
+    fe = _msclap_frontend()
+    dom = STFTMasking(fe)
+    wav = torch.randn(1, 220500)
+    via_domain = dom.to_logmel(dom.representation(wav))
+    wav16 = dom.resample(wav)
+    back = torchaudio.functional.resample(wav16, 16000, 44100)[:, :220500]
+    reference = fe(back)
+    assert via_domain.shape == reference.shape == (1, 690, 64)
+    centres = torch.argmax(fe.mel_fbank, dim=0).float() * 22050 / 512
+    low_bands = centres < 6000
+    # Mean over time: per-frame levels of noise fluctuate, their average must agree within 1 dB.
+    diff = (via_domain.mean(1) - reference.mean(1))[0, low_bands]
+    assert diff.abs().max() < 1.0
+    # Bands above 8 kHz are empty, as for real 16 kHz audio.
+    assert torch.all(via_domain[0, :, centres > 8500] <= -99)
+
+
+def test_gradients_reach_a_mask_through_both_domains():
+    fe = _msclap_frontend()
+    wav = torch.randn(1, 220500)
+    for dom in (MelMasking(fe), STFTMasking(fe)):
+        x = dom.representation(wav)
+        mask = torch.full_like(x, 0.5, requires_grad=True)
+        dom.to_logmel(dom.apply_mask(x, mask)).sum().backward()
+        assert mask.grad is not None and mask.grad.abs().sum() > 0
