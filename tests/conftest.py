@@ -38,3 +38,36 @@ def tiny_laion(tmp_path_factory):
     from speechbrain_lmaczs.clap import load_clap
 
     return load_clap("laion", "tiny-random", savedir=str(tmp_path_factory.mktemp("tiny_laion")))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train_recipe(yaml_name, output, *extra, timeout=900):
+    """Run recipes/ESC50/interpret/train.py on the bundled ESC-50 clips with a tiny random CLAP (1 epoch)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "ESC50" / "interpret" / "train.py"),
+        str(ROOT / "recipes" / "ESC50" / "interpret" / "hparams" / yaml_name),
+        f"--data_folder={SAMPLES / 'ESC50'}",
+        "--train_data=labels",
+        "--clap_source=tiny-random",
+        f"--output_folder={output}",
+        "--number_of_epochs=1",
+        *extra,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_mel_run(tmp_path_factory):
+    """Output folder of a short LMAC-ZS training run (Mel masking, tiny msclap CLAP, bundled ESC-50 clips)."""
+    out = tmp_path_factory.mktemp("trained_mel") / "run"
+    run_train_recipe("lmaczs_mel.yaml", out, "--n_explanations=2")
+    return out

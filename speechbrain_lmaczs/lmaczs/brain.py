@@ -91,6 +91,7 @@ class LMACZSBrain(sb.Brain):
             self.hparams.lambda_div,
         )
         if stage != sb.Stage.TRAIN:
+            self.n_eval_batches += 1
             for key in ("sim", "reg", "div"):
                 self.loss_parts[key] += float(out[key])
             if self.eval_prompts is not None:
@@ -119,6 +120,7 @@ class LMACZSBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
+        self.n_eval_batches = 0
         if stage == sb.Stage.TRAIN:
             # After an interrupted run, the recovered step shows that training resumes mid-epoch.
             logger.info("Training epoch %s from step %d", epoch, self.step)
@@ -136,7 +138,7 @@ class LMACZSBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             return
-        n_batches = max(1, self.step)
+        n_batches = max(1, self.n_eval_batches)
         stats = {"loss": stage_loss}
         stats.update({f"loss_{k}": v / n_batches for k, v in self.loss_parts.items()})
         if self.eval_prompts is not None:
