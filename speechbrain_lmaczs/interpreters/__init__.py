@@ -1,0 +1,106 @@
+"""Interpreters of zero-shot audio classifiers, one API for all.
+
+``build_interpreter(name, classifier, **options).explain(inputs, target=None)`` returns (batch, time, freq)
+masks in [0, 1] on the input grid. ``target`` is None (the predicted class), a class index (int or LongTensor of
+shape (batch,)), a prompt, or one prompt per clip. Each interpreter records how its raw saliency became a mask in
+its ``normalisation`` attribute.
+
+>>> sorted(INTERPRETERS)
+['gradcam', 'gradcam++', 'gscorecam', 'ig', 'lmaczs', 'scorecam', 'smoothgrad']
+"""
+
+import inspect
+
+from speechbrain_lmaczs.interpreters.base import Interpreter, saliency_to_mask
+from speechbrain_lmaczs.interpreters.cam import CAMInterpreter, GradCAM, GradCAMPlusPlus, GScoreCAM, ScoreCAM
+from speechbrain_lmaczs.interpreters.gradient import IntegratedGradients, SmoothGrad
+from speechbrain_lmaczs.interpreters.targets import Targets, check_inputs, resolve_targets
+from speechbrain_lmaczs.lmaczs.interpreter import LMACZSInterpreter
+
+#: name used in hparams -> interpreter class ("lmaczs" needs ``decoder=`` a trained MaskDecoder)
+INTERPRETERS = {
+    "lmaczs": LMACZSInterpreter,
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "smoothgrad": SmoothGrad,
+    "ig": IntegratedGradients,
+    "scorecam": ScoreCAM,
+    "gscorecam": GScoreCAM,
+}
+
+
+def build_interpreter(name, classifier, **options):
+    """Build the interpreter called ``name`` for ``classifier``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`INTERPRETERS`.
+    classifier : ZeroShotClassifier
+        The classifier to explain.
+    **options
+        Keyword arguments of that interpreter's constructor (e.g. ``n_steps`` for ``"ig"``).
+
+    Returns
+    -------
+    Interpreter
+
+    Example
+    -------
+    >>> import tempfile
+    >>> import torch
+    >>> from speechbrain_lmaczs.clap import load_clap
+    >>> from speechbrain_lmaczs.classifier import ZeroShotClassifier
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> clap = load_clap("laion", "tiny-random", savedir=folder.name)
+    >>> classifier = ZeroShotClassifier(clap, ["this is the sound of rain", "this is the sound of a dog"])
+    >>> logmel = clap.frontend(0.1 * torch.randn(2, clap.clip_samples))
+    >>> gradcam = build_interpreter("gradcam", classifier, upsample_mode="bilinear")
+    >>> gradcam.normalisation
+    'relu -> upsample(bilinear) to (T,F) -> / per-clip max (eps 1e-12)'
+    >>> masks = gradcam.explain(logmel, target="a dog barks")
+    >>> masks.shape == logmel.shape, bool(masks.min() >= 0.0), bool(masks.max() <= 1.0)
+    (True, True, True)
+    >>> folder.cleanup()
+
+    Names and options are checked before anything is built:
+
+    >>> build_interpreter("gradcam+", classifier=None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown interpreter 'gradcam+': use one of ['gradcam', 'gradcam++', ...].
+    >>> build_interpreter("ig", classifier=None, steps=8)
+    Traceback (most recent call last):
+    ...
+    TypeError: Unknown option(s) ['steps'] for interpreter 'ig'; it accepts ['batch_size', 'n_steps'].
+    """
+    if name not in INTERPRETERS:
+        raise ValueError(f"Unknown interpreter {name!r}: use one of {sorted(INTERPRETERS)}.")
+    cls = INTERPRETERS[name]
+    parameters = inspect.signature(cls).parameters
+    variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = sorted(n for n, p in parameters.items() if n != "classifier" and p.kind not in variadic)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise TypeError(f"Unknown option(s) {unknown} for interpreter {name!r}; it accepts {accepted}.")
+    return cls(classifier, **options)
+
+
+__all__ = [
+    "INTERPRETERS",
+    "build_interpreter",
+    "Interpreter",
+    "CAMInterpreter",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "ScoreCAM",
+    "GScoreCAM",
+    "SmoothGrad",
+    "IntegratedGradients",
+    "LMACZSInterpreter",
+    "Targets",
+    "check_inputs",
+    "resolve_targets",
+    "saliency_to_mask",
+]
