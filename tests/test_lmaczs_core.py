@@ -9,7 +9,7 @@ import torchaudio
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
-from speechbrain_lmaczs.lmaczs.loss import zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import grid_pairs, zero_shot_loss
 
 
 def _msclap_frontend():
@@ -197,3 +197,37 @@ def test_gradients_reach_a_mask_through_both_domains():
         mask = torch.full_like(x, 0.5, requires_grad=True)
         dom.to_logmel(dom.apply_mask(x, mask)).sum().backward()
         assert mask.grad is not None and mask.grad.abs().sum() > 0
+
+
+def test_zero_shot_loss_on_pairs_equals_the_full_grid():
+    text, audio, masked, masks = _hand_case()
+    full = zero_shot_loss(text, audio, masked, masks, 0.1, 2.0)
+    pairs = grid_pairs(2)  # k = B: every pair, in another order
+    flat = zero_shot_loss(
+        text, audio, masked[pairs[:, 0], pairs[:, 1]], masks[pairs[:, 0], pairs[:, 1]], 0.1, 2.0, pairs=pairs
+    )
+    for key in ("loss", "sim", "reg", "div"):
+        assert float(flat[key]) == pytest.approx(float(full[key]))
+
+
+def test_zero_shot_loss_subsampled_pairs_hand_computed():
+    text, audio, masked, masks = _hand_case()
+    # only audio 0 with both texts: sim = |.6-1| + |.8-.8| ; reg = .5 + 1 ; D_0 = |0 - [1,0].[.6,.8]| = .6
+    pairs = torch.tensor([[0, 0], [1, 0]])
+    out = zero_shot_loss(text, audio, masked[pairs[:, 0], pairs[:, 1]], masks[pairs[:, 0], pairs[:, 1]], 1.0, 1.0,
+                         pairs=pairs)
+    assert float(out["sim"]) == pytest.approx(0.4)
+    assert float(out["reg"]) == pytest.approx(1.5)
+    assert float(out["div"]) == pytest.approx(0.6)
+    # one pair per clip: no diversity term
+    single = grid_pairs(2, 1)
+    out = zero_shot_loss(text, audio, masked[single[:, 0], single[:, 1]], masks[single[:, 0], single[:, 1]], 1.0,
+                         1.0, pairs=single)
+    assert float(out["div"]) == 0.0
+
+
+def test_grid_pairs_cover_own_caption_first():
+    pairs = grid_pairs(4, 2)
+    assert pairs.shape == (8, 2)
+    assert torch.equal(pairs[::2, 0], pairs[::2, 1])  # each audio's first pair is its own caption
+    assert torch.equal(grid_pairs(3, 10), grid_pairs(3, 3))

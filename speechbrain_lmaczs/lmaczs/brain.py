@@ -6,22 +6,10 @@ import speechbrain as sb
 import torch
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
-from speechbrain_lmaczs.lmaczs.loss import zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import grid_pairs, zero_shot_loss
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
 logger = logging.getLogger(__name__)
-
-
-def grid_masks(decoder, hidden, text, out_size):
-    """Masks of every text on every audio: (B_text, B_audio, time, freq).
-
-    The audio's hidden maps are repeated for each text, so one decoder pass covers the whole grid.
-    """
-    n_text, n_audio = text.shape[0], hidden[0].shape[0]
-    rep_hidden = [h.unsqueeze(0).expand(n_text, *h.shape).reshape(n_text * n_audio, *h.shape[1:]) for h in hidden]
-    rep_text = text.unsqueeze(1).expand(n_text, n_audio, text.shape[-1]).reshape(n_text * n_audio, -1)
-    masks = decoder(rep_hidden, rep_text, out_size)
-    return masks.reshape(n_text, n_audio, *masks.shape[1:])
 
 
 class LMACZSBrain(sb.Brain):
@@ -29,7 +17,8 @@ class LMACZSBrain(sb.Brain):
 
     ``modules`` must contain ``clap`` (a frozen :class:`CLAPBackend`), ``decoder`` (a :class:`MaskDecoder`) and
     ``domain`` (a :class:`MaskingDomain` built on the CLAP's front-end). ``hparams`` must contain ``lambda_reg``,
-    ``lambda_div`` and ``train_logger``.
+    ``lambda_div``, ``pairs_per_clip`` (None: the paper's full B x B grid of text/audio pairs; k: each clip with its
+    own caption and k - 1 others, see :func:`grid_pairs`), ``use_logit_scale`` and ``train_logger``.
 
     Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
     labelled set also carry ``label`` (class index); with ``eval_prompts`` given, those stages compute zero-shot accuracy, the
@@ -76,10 +65,14 @@ class LMACZSBrain(sb.Brain):
         x, audio, hidden = self.encode(wav)
         with torch.no_grad():
             text = self.modules.clap.encode_text(list(batch.caption))
-        masks = grid_masks(self.modules.decoder, hidden, text, x.shape[1:])
-        b = wav.shape[0]
-        masked = self.embed_masked((masks * x.unsqueeze(0)).flatten(0, 1)).reshape(b, b, -1)
-        return {"x": x, "audio": audio, "hidden": hidden, "text": text, "masks": masks, "masked_audio": masked}
+        pairs = grid_pairs(wav.shape[0], self.hparams.pairs_per_clip, device=wav.device)
+        ti, aj = pairs[:, 0], pairs[:, 1]
+        masks = self.masks_for([h[aj] for h in hidden], text[ti], x.shape[1:])
+        masked = self.embed_masked(masks * x[aj])
+        return {
+            "x": x, "audio": audio, "hidden": hidden, "text": text, "pairs": pairs, "masks": masks,
+            "masked_audio": masked,
+        }
 
     def compute_objectives(self, predictions, batch, stage):
         out = zero_shot_loss(
@@ -89,6 +82,7 @@ class LMACZSBrain(sb.Brain):
             predictions["masks"].float(),
             self.hparams.lambda_reg,
             self.hparams.lambda_div,
+            pairs=predictions["pairs"],
         )
         if stage != sb.Stage.TRAIN:
             self.n_eval_batches += 1

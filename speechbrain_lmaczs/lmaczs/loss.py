@@ -3,7 +3,25 @@
 import torch
 
 
-def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div):
+def grid_pairs(batch_size, pairs_per_clip=None, device=None):
+    """(text, audio) index pairs the loss is computed on, as a (P, 2) LongTensor.
+
+    ``pairs_per_clip=None`` (or >= B) gives the paper's full B x B grid. A smaller k pairs each audio j with its own
+    text and the k - 1 next ones (j+1, ..., j+k-1 modulo B): k masked encoder passes per clip instead of B, which is
+    what makes large batches affordable. k = 1 leaves no pair for the diversity term D.
+
+    >>> grid_pairs(3, 2).tolist()
+    [[0, 0], [1, 0], [1, 1], [2, 1], [2, 2], [0, 2]]
+    >>> len(grid_pairs(3))
+    9
+    """
+    k = batch_size if pairs_per_clip is None else max(1, min(int(pairs_per_clip), batch_size))
+    audio = torch.arange(batch_size, device=device).repeat_interleave(k)
+    text = (audio + torch.arange(k, device=device).repeat(batch_size)) % batch_size
+    return torch.stack([text, audio], dim=1)
+
+
+def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None):
     """L_ZS over a batch of B text/audio pairs.
 
     With t_i the text embeddings, a_j = f_audio(X_j) and a'_ij = f_audio(M_ij * X_j) (mask of text i on audio j),
@@ -15,6 +33,9 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div):
         D_i   = sum_{j != i} | t_i . t_j - a'_ii . a'_ji |
         L_ZS  = L_sim + L_reg + lambda_div * sum_i D_i
 
+    The sums run over the full grid (the paper) or over the pairs given in ``pairs`` (see :func:`grid_pairs`);
+    D_i then only has the terms whose two masked versions of audio i were computed.
+
     Parameters
     ----------
     text : torch.Tensor
@@ -22,12 +43,14 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div):
     audio : torch.Tensor
         (B, D) normalised embeddings of the unmasked audio.
     masked_audio : torch.Tensor
-        (B, B, D) normalised embeddings of the masked audio; ``masked_audio[i, j]`` is audio j under the mask of
-        text i.
+        Normalised embeddings of the masked audio: (B, B, D) with ``masked_audio[i, j]`` = audio j under the mask of
+        text i, or (P, D) in the order of ``pairs``.
     masks : torch.Tensor
-        (B, B, time, freq) masks in [0, 1], indexed like ``masked_audio``.
+        Masks in [0, 1] indexed like ``masked_audio``: (B, B, time, freq) or (P, time, freq).
     lambda_reg, lambda_div : float
         Weights of the mask regularisation and of the prompt-diversity term D.
+    pairs : torch.LongTensor, optional
+        (P, 2) (text index, audio index) of each computed pair; None means the full grid.
 
     Returns
     -------
@@ -43,25 +66,43 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div):
     [0.0, 4.0, 2.0, 4.0]
     """
     b = text.shape[0]
-    shapes_ok = text.dim() == 2 and audio.shape == text.shape and masked_audio.dim() == 3 and masks.dim() == 4
-    if not shapes_ok or masked_audio.shape[:2] != (b, b) or masks.shape[:2] != (b, b):
+    if text.dim() != 2 or audio.shape != text.shape:
+        raise ValueError(f"zero_shot_loss expects text and audio of shape (B, D); got {tuple(text.shape)}, "
+                         f"{tuple(audio.shape)}.")
+    if pairs is None:
+        if masked_audio.dim() != 3 or masked_audio.shape[:2] != (b, b) or masks.dim() != 4 or masks.shape[:2] != (b, b):
+            raise ValueError(
+                "zero_shot_loss expects masked_audio (B,B,D) and masks (B,B,T,F) for the full grid; got "
+                f"{tuple(masked_audio.shape)} and {tuple(masks.shape)}."
+            )
+        # row-major over (text, audio), as reshape flattens the grid
+        idx = torch.arange(b, device=text.device)
+        pairs = torch.stack([idx.repeat_interleave(b), idx.repeat(b)], dim=1)
+        masked_audio, masks = masked_audio.reshape(b * b, -1), masks.reshape(b * b, *masks.shape[2:])
+    elif masked_audio.dim() != 2 or masks.dim() != 3 or not len(pairs) == len(masked_audio) == len(masks):
         raise ValueError(
-            "zero_shot_loss expects text (B,D), audio (B,D), masked_audio (B,B,D) and masks (B,B,T,F); got "
-            f"{tuple(text.shape)}, {tuple(audio.shape)}, {tuple(masked_audio.shape)}, {tuple(masks.shape)}."
+            "zero_shot_loss expects masked_audio (P,D) and masks (P,T,F) in the order of pairs (P,2); got "
+            f"{tuple(masked_audio.shape)}, {tuple(masks.shape)} and {tuple(pairs.shape)}."
         )
+    ti, aj = pairs[:, 0], pairs[:, 1]
     with torch.no_grad():
-        target = text @ audio.T  # C_ij
-    masked_sim = torch.einsum("id,ijd->ij", text, masked_audio)
-    sim = (target - masked_sim).abs().sum()
-    reg = masks.flatten(2).mean(dim=-1).sum()
+        target = (text[ti] * audio[aj]).sum(-1)  # C_ij
+    sim = (target - (text[ti] * masked_audio).sum(-1)).abs().sum()
+    reg = masks.flatten(1).mean(dim=-1).sum()
 
-    # D_i: for audio i, compare a'_ii (own prompt) with a'_ji (prompt j) against t_i . t_j.
-    text_sim = text @ text.T  # (i, j)
-    own = masked_audio.diagonal(dim1=0, dim2=1).T  # (B, D): own[i] = a'_ii
-    # cross[i, j] = a'_ii . a'_ji  (masked_audio[j, i] is audio i under the mask of text j)
-    cross = torch.einsum("id,jid->ij", own, masked_audio)
-    off_diag = ~torch.eye(b, dtype=torch.bool, device=text.device)
-    div = (text_sim - cross).abs()[off_diag].sum()
+    # D: a pair (text j, audio i) with j != i meets the own pair (text i, audio i) of the same audio.
+    own = torch.full((b,), -1, dtype=torch.long, device=text.device)
+    is_own = ti == aj
+    own[aj[is_own]] = torch.nonzero(is_own).squeeze(1)
+    cross = (~is_own) & (own[aj] >= 0)
+    if cross.any():
+        other = torch.nonzero(cross).squeeze(1)
+        mine = own[aj[other]]
+        text_sim = (text[aj[other]] * text[ti[other]]).sum(-1)  # t_i . t_j
+        masked_sim = (masked_audio[mine] * masked_audio[other]).sum(-1)  # a'_ii . a'_ji
+        div = (text_sim - masked_sim).abs().sum()
+    else:
+        div = masked_audio.new_zeros(())
 
     loss = sim + lambda_reg * reg + lambda_div * div
     return {"loss": loss, "sim": sim, "reg": reg, "div": div}
