@@ -43,16 +43,19 @@ def tiny_laion(tmp_path_factory):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train_recipe(yaml_name, output, *extra, timeout=900):
-    """Run recipes/ESC50/interpret/train.py on the bundled ESC-50 clips with a tiny random CLAP (1 epoch)."""
+def run_train_recipe(yaml_name, output, *extra, recipe="ESC50", data_folder=SAMPLES / "ESC50", timeout=900):
+    """Run recipes/<recipe>/interpret/train.py with a tiny random CLAP for 1 epoch (labels as captions).
+
+    By default on the bundled ESC-50 clips.
+    """
     import subprocess
     import sys
 
     cmd = [
         sys.executable,
-        str(ROOT / "recipes" / "ESC50" / "interpret" / "train.py"),
-        str(ROOT / "recipes" / "ESC50" / "interpret" / "hparams" / yaml_name),
-        f"--data_folder={SAMPLES / 'ESC50'}",
+        str(ROOT / "recipes" / recipe / "interpret" / "train.py"),
+        str(ROOT / "recipes" / recipe / "interpret" / "hparams" / yaml_name),
+        f"--data_folder={data_folder}",
         "--train_data=labels",
         "--clap_source=tiny-random",
         f"--output_folder={output}",

@@ -15,7 +15,7 @@ from speechbrain_lmaczs.interpreters.base import Interpreter, saliency_to_mask
 from speechbrain_lmaczs.interpreters.cam import CAMInterpreter, GradCAM, GradCAMPlusPlus, GScoreCAM, ScoreCAM
 from speechbrain_lmaczs.interpreters.gradient import IntegratedGradients, SmoothGrad
 from speechbrain_lmaczs.interpreters.targets import Targets, check_inputs, resolve_targets
-from speechbrain_lmaczs.lmaczs.interpreter import LMACZSInterpreter
+from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 
 #: name used in hparams -> interpreter class ("lmaczs" needs ``decoder=`` a trained MaskDecoder)
 INTERPRETERS = {

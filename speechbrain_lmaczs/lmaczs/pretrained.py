@@ -9,7 +9,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from torch import nn
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
-from speechbrain_lmaczs.lmaczs.interpreter import LMACZSInterpreter
+from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 
 logger = logging.getLogger(__name__)
 

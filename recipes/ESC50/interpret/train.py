@@ -22,7 +22,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain
-from speechbrain_lmaczs.lmaczs.interpreter import LMACZSInterpreter
+from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.recipe import dataio_prep, prepare_manifests, write_explanations
 
 if __name__ == "__main__":
