@@ -377,6 +377,81 @@ def mask_mean(masks):
     return masks.flatten(1).to(torch.float64).mean(dim=-1).to(_float_dtype(masks))
 
 
+#: Column names of :func:`localisation_metrics`.
+LOCALISATION_NAMES = ("IoU", "pointing")
+
+
+def _check_supports(masks, supports):
+    masks = _check_masks(masks)
+    if supports.shape != masks.shape:
+        raise ValueError(f"supports {tuple(supports.shape)} must have the masks' shape {tuple(masks.shape)}.")
+    return masks, supports.bool()
+
+
+def localisation_iou(masks, supports):
+    """IoU between the top-k% of each mask and the ground-truth support, k = the support's share of the grid.
+
+    The mask's ``n_support`` largest bins (ties broken by position) form the predicted region, so a method is not
+    rewarded for its overall scale, only for where it puts its largest values. An empty support scores NaN (there
+    is nothing to localise; the accumulator counts it).
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (batch, time, freq) masks.
+    supports : torch.Tensor
+        (batch, time, freq) boolean ground-truth supports.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch,) IoU in [0, 1].
+
+    Examples
+    --------
+    >>> m = torch.tensor([[[0.9, 0.8], [0.1, 0.0]]])
+    >>> localisation_iou(m, torch.tensor([[[True, False], [False, False]]])).tolist()
+    [1.0]
+    >>> localisation_iou(m, torch.tensor([[[False, True], [True, False]]])).tolist()  # top-2 = first row
+    [0.3333333432674408]
+    """
+    masks, supports = _check_supports(masks, supports)
+    flat_m, flat_s = masks.flatten(1).to(torch.float64), supports.flatten(1)
+    out = torch.empty(masks.shape[0], dtype=_float_dtype(masks), device=masks.device)
+    for i in range(masks.shape[0]):
+        k = int(flat_s[i].sum())
+        if k == 0:
+            out[i] = float("nan")
+            continue
+        predicted = torch.zeros_like(flat_s[i])
+        predicted[torch.topk(flat_m[i], k, sorted=False).indices] = True
+        inter = (predicted & flat_s[i]).sum()
+        union = (predicted | flat_s[i]).sum()
+        out[i] = float(inter) / float(union)
+    return out
+
+
+def pointing_game(masks, supports):
+    """1 when the mask's maximum lies inside the support, else 0 (first maximum on ties).
+
+    Examples
+    --------
+    >>> m = torch.tensor([[[0.2, 0.9], [0.1, 0.0]], [[0.9, 0.2], [0.1, 0.0]]])
+    >>> s = torch.tensor([[[False, True], [False, False]]]).expand(2, 2, 2)
+    >>> pointing_game(m, s).tolist()
+    [1.0, 0.0]
+    """
+    masks, supports = _check_supports(masks, supports)
+    best = masks.flatten(1).argmax(dim=-1)
+    hit = supports.flatten(1).gather(1, best[:, None])[:, 0]
+    return hit.to(_float_dtype(masks))
+
+
+def localisation_metrics(masks, supports):
+    """Both localisation metrics, as a dict with keys :data:`LOCALISATION_NAMES`."""
+    return {"IoU": localisation_iou(masks, supports), "pointing": pointing_game(masks, supports)}
+
+
 def faithfulness_metrics(p, o, q, masks, target=None, legacy_double_softmax=False):
     """All eight metrics of a batch, per clip.
 

@@ -378,3 +378,34 @@ def test_zero_shot_accuracy_through_accumulator():
     acc.update({"accuracy": zero_shot_accuracy(_t([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]))})
     acc.update({"accuracy": zero_shot_accuracy(_t([[0.3, 0.7]]), torch.tensor([1]))})
     assert acc.summary()["accuracy"] == pytest.approx(200 / 3)
+
+
+# ---------------------------------------------------------------- localisation against a known support
+
+
+def test_localisation_iou_hand_values_and_scale_invariance():
+    from speechbrain_lmaczs.metrics import localisation_iou
+
+    support = torch.zeros(1, 4, 4, dtype=torch.bool)
+    support[0, :2, :2] = True  # 4 bins
+    perfect = support.float() * 0.3  # small values, but the top-4 are exactly the support
+    assert localisation_iou(perfect, support).tolist() == [1.0]
+    assert localisation_iou(perfect * 3, support).tolist() == [1.0]
+    shifted = torch.zeros(1, 4, 4)
+    shifted[0, 1:3, :2] = 1.0  # top-4 overlaps the support in 2 bins: IoU = 2 / 6
+    assert localisation_iou(shifted, support).item() == pytest.approx(1 / 3)
+    assert torch.isnan(localisation_iou(shifted, torch.zeros_like(support)))[0]
+
+
+def test_pointing_game_and_shapes():
+    from speechbrain_lmaczs.metrics import localisation_metrics
+
+    support = torch.zeros(2, 3, 3, dtype=torch.bool)
+    support[:, 0, 0] = True
+    masks = torch.rand(2, 3, 3) * 0.5
+    masks[0, 0, 0] = 1.0
+    masks[1, 2, 2] = 1.0
+    values = localisation_metrics(masks, support)
+    assert values["pointing"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="supports"):
+        localisation_metrics(masks, support[:, :2])
