@@ -25,14 +25,21 @@ from speechbrain_lmaczs.data import (
 
 logger = logging.getLogger(__name__)
 
-EVAL_DATASETS = ("esc50", "urbansound8k", "labels")
-TRAIN_DATA = ("clotho", "captions", "labels")
+EVAL_DATASETS = ("esc50", "urbansound8k", "labels", "manifest")
+TRAIN_DATA = ("clotho", "captions", "labels", "manifest")
 
 
 def _require(hparams, key, why):
     if hparams[key] in (None, ""):
         raise ValueError(f"Set {key} ({why}), e.g. --{key}=/path.")
     return hparams[key]
+
+
+def _existing_manifest(hparams, key):
+    path = _require(hparams, key, "a JSON manifest written by a preparation or by hand")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{key} {path!r} does not exist: prepare it first or fix the path.")
+    return path
 
 
 def prepare_eval_manifest(hparams):
@@ -53,6 +60,8 @@ def prepare_eval_manifest(hparams):
             folds=folds,
             template=hparams["prompt_template"],
         )
+    if name == "manifest":
+        return _existing_manifest(hparams, "eval_manifest")
     raise ValueError(f"Unknown eval_dataset {name!r}: use one of {EVAL_DATASETS}.")
 
 
@@ -71,6 +80,8 @@ def prepare_train_manifest(hparams, eval_manifest):
     if name == "labels":
         # The evaluation set's labels become captions (prompt template): for smoke runs and custom labelled data.
         return eval_manifest
+    if name == "manifest":
+        return _existing_manifest(hparams, "train_manifest")
     raise ValueError(f"Unknown train_data {name!r}: use one of {TRAIN_DATA}.")
 
 

@@ -1,0 +1,1 @@
+../../ESC50/interpret/train.py
