@@ -1,0 +1,589 @@
+"""Explain a recording: which part of it made the zero-shot classifier match a prompt.
+
+In the style of SpeechBrain's pretrained interfaces, an :class:`Explainer` loads the frozen CLAP, the trained
+LMAC-ZS decoder and its masking domain once from a ``train.py`` output folder, then explains any audio file::
+
+    explainer = Explainer.from_folder("results/ESC50/lmaczs_mel/msclap/1234")
+    result = explainer.explain_file("clip.wav", prompts=["dog barking", "rain"])
+    for explanation in result.explanations:
+        explanation.prompt, explanation.probability, explanation.mask, explanation.waveform
+
+Any file libsndfile reads (WAV, FLAC, OGG, ...), at any sampling rate (resampled to the encoder's) and with any
+number of channels (averaged) is accepted. The model sees fixed windows of ``clap.clip_samples``: a shorter
+recording is repeated to fill one window (as the evaluation pipeline does), a longer one is cut into consecutive
+windows, the last one aligned with the end of the file. Each window is peak-normalised on its own (as training
+clips were) and explained on its own; the window masks are stitched onto the time-frequency grid of the whole
+recording, and the listenable explanation is that mask applied to the whole recording's STFT magnitude with its
+original phase, resampled back to the file's rate: it has exactly as many samples as the input.
+
+The same pipeline runs the baselines (``method="gradcam"``, ...; see
+:data:`speechbrain_lmaczs.interpreters.INTERPRETERS`) on the same classifier and masking domain.
+"""
+
+import logging
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+
+import soundfile as sf
+import torch
+import torchaudio
+import yaml
+from tqdm import tqdm
+
+from speechbrain_lmaczs.clap import CLAPLoadError
+from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE, make_prompts
+from speechbrain_lmaczs.data import DataPrepError, class_names
+from speechbrain_lmaczs.data.pipeline import fix_length, peak_normalize
+from speechbrain_lmaczs.interpreters import INTERPRETERS, build_interpreter
+from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
+
+logger = logging.getLogger(__name__)
+
+#: the trained decoder (loaded with the run); every other method is a baseline of
+#: :data:`~speechbrain_lmaczs.interpreters.INTERPRETERS` built on the same classifier
+LMACZS = "lmaczs"
+
+#: file name of the evaluation manifest that ``recipe.prepare_eval_manifest`` writes, per ``eval_dataset``
+EVAL_MANIFESTS = {"esc50": "esc50.json", "urbansound8k": "urbansound8k.json", "labels": "eval_labels.json"}
+
+#: keys of a training run's hyperparams.yaml that loading it needs
+RUN_KEYS = ("clap", "domain", "decoder", "use_logit_scale")
+
+#: lowest level shown in dB below a spectrogram's maximum (also the floor of a zero mask in the heard spectrogram)
+DB_RANGE = 80.0
+
+
+class ExplainError(ValueError):
+    """Something the user gave (a file, a prompt, a folder, an option) cannot be explained; the message says why."""
+
+
+def methods():
+    """Names accepted as ``method``: the trained decoder first, then the baselines.
+
+    >>> methods()[:2]
+    ['lmaczs', 'gradcam']
+    """
+    return [LMACZS] + sorted(name for name in INTERPRETERS if name != LMACZS)
+
+
+@dataclass
+class Explanation:
+    """One prompt's explanation of one recording.
+
+    Attributes
+    ----------
+    prompt : str
+        The text explained.
+    probability : float
+        Zero-shot probability of the prompt among the candidates scored (the given prompts, or the label set),
+        averaged over the recording's windows.
+    method : str
+        The interpreter that made the mask.
+    mask : torch.Tensor
+        (time, freq) in [0, 1] on the recording's representation grid (see :class:`RecordingExplanation`).
+    waveform : torch.Tensor
+        (samples,) the listenable explanation at the recording's own rate, as long as the input.
+    """
+
+    prompt: str
+    probability: float
+    method: str
+    mask: torch.Tensor
+    waveform: torch.Tensor
+
+
+@dataclass
+class RecordingExplanation:
+    """Explanations of one recording by one method, with what is needed to plot and play them.
+
+    Attributes
+    ----------
+    path : str or None
+        The file explained (None for an in-memory waveform).
+    sample_rate : int
+        The input's rate, also the rate of every explanation's waveform.
+    waveform : torch.Tensor
+        (samples,) the input, downmixed to mono, at its own rate.
+    spectrogram : torch.Tensor
+        (time, freq) the masking domain's representation of the whole recording, in dB.
+    frame_seconds : float
+        Time between two frames of ``spectrogram`` and of every mask.
+    frequencies : torch.Tensor
+        (freq,) centre frequency in Hz of each row of ``spectrogram`` (mel bands or STFT bins).
+    frequency_scale : str
+        ``"mel"`` or ``"linear"``: how the frequency rows are spaced.
+    method : str
+        The interpreter used.
+    candidates : list of str
+        The prompts that were scored (the given prompts, or the label prompts).
+    probabilities : torch.Tensor
+        (len(candidates),) their zero-shot probabilities, averaged over windows.
+    n_windows : int
+        Model windows the recording was cut into.
+    explanations : list of Explanation
+        One per explained prompt, in the order asked (or of decreasing probability for top-k).
+    """
+
+    path: str
+    sample_rate: int
+    waveform: torch.Tensor
+    spectrogram: torch.Tensor
+    frame_seconds: float
+    frequencies: torch.Tensor
+    frequency_scale: str
+    method: str
+    candidates: list
+    probabilities: torch.Tensor
+    n_windows: int
+    explanations: list = field(default_factory=list)
+
+    @property
+    def duration(self):
+        """Length of the recording in seconds."""
+        return self.waveform.shape[-1] / self.sample_rate
+
+
+def read_recording(path):
+    """Read an audio file as a mono float32 waveform at its own rate, with checks a user can act on.
+
+    Parameters
+    ----------
+    path : str
+        Any file libsndfile reads (WAV, FLAC, OGG, ...).
+
+    Returns
+    -------
+    tuple
+        ``(waveform, sample_rate)``: (samples,) float32 tensor (channels averaged) and the file's rate.
+
+    Raises
+    ------
+    ExplainError
+        Missing file, a folder, not audio, no samples, NaN/inf samples, or digital silence.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "stereo.wav")
+    >>> sf.write(path, [[0.5, 0.1], [0.2, 0.0]], 8000)
+    >>> read_recording(path)
+    (tensor([0.3000, 0.1000]), 8000)
+    >>> sf.write(path, [[0.0, 0.0]], 8000)
+    >>> read_recording(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_lmaczs.explain.ExplainError: ...stereo.wav is digital silence (all samples are zero): nothing...
+    >>> folder.cleanup()
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ExplainError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise ExplainError(f"{path} is a folder: give an audio file.")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise ExplainError(f"{path} is not an audio file this tool reads (WAV, FLAC, OGG, ...): {err}.") from err
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise ExplainError(f"{path} holds no audio samples (zero length).")
+    wav = torch.from_numpy(data).mean(dim=1)
+    bad = ~torch.isfinite(wav)
+    if bad.any():
+        first = int(torch.nonzero(bad)[0, 0])
+        raise ExplainError(
+            f"{path} has {int(bad.sum())} NaN or infinite samples (the first at {first / rate:.3f} s): "
+            "fix or re-export the file."
+        )
+    if not wav.abs().max() > 0:
+        raise ExplainError(f"{path} is digital silence (all samples are zero): nothing to explain.")
+    return wav, int(rate)
+
+
+def window_starts(n_samples, window):
+    """Start of each model window over a recording of ``n_samples``.
+
+    Windows follow each other without overlap; when the length is not a multiple of the window, the last one is
+    aligned with the end of the recording (so no window holds padding) and overlaps the one before it. A recording
+    shorter than one window gets a single window at 0.
+
+    >>> window_starts(12, 5)
+    [0, 5, 7]
+    >>> window_starts(10, 5), window_starts(3, 5)
+    ([0, 5], [0])
+    """
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, window))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def stitch_masks(window_masks, starts_seconds, window_seconds, frame_seconds, n_frames):
+    """Place per-window masks onto the time grid of the whole recording.
+
+    Each frame of the recording takes the value of the nearest frame of the window whose centre is closest to it,
+    so the overlap of an end-aligned last window is read from the window where it lies furthest from an edge.
+
+    Parameters
+    ----------
+    window_masks : torch.Tensor
+        (n_windows, batch, window_frames, freq).
+    starts_seconds : sequence of float
+        Start time of each window.
+    window_seconds : float
+        Length of a window.
+    frame_seconds : float
+        Time between frames (the same in a window and in the recording).
+    n_frames : int
+        Frames of the recording's grid.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, n_frames, freq).
+
+    Example
+    -------
+    >>> masks = torch.stack([torch.zeros(1, 3, 1), torch.ones(1, 3, 1)])  # two windows of 3 frames
+    >>> stitch_masks(masks, [0.0, 2.0], 2.0, 1.0, 5)[0, :, 0]
+    tensor([0., 0., 1., 1., 1.])
+    """
+    n_windows, _, window_frames, _ = window_masks.shape
+    starts = torch.tensor(list(starts_seconds), dtype=torch.float64)
+    times = torch.arange(n_frames, dtype=torch.float64) * frame_seconds
+    centres = starts + window_seconds / 2
+    # A frame half-way between two centres (a window boundary) is read from the later window, where it is a first
+    # frame, not a last one.
+    which = torch.searchsorted((centres[1:] + centres[:-1]) / 2, times, right=True)
+    local = torch.round((times - starts[which]) / frame_seconds).long().clamp(0, window_frames - 1)
+    return window_masks[which, :, local, :].permute(1, 0, 2)
+
+
+def _domain_grid(domain):
+    """(seconds per frame, Hz of each frequency row, ``"mel"``/``"linear"``) of a masking domain's representation."""
+    if isinstance(domain, MelMasking):
+        fe = domain.frontend
+        # A mel filter peaks at its centre frequency.
+        centres = fe.mel_fbank.argmax(dim=0).double() * fe.sample_rate / fe.n_fft
+        return fe.hop_length / fe.sample_rate, centres.float().cpu(), "mel"
+    if isinstance(domain, STFTMasking):
+        bins = torch.arange(domain.n_fft // 2 + 1, dtype=torch.float32) * domain.sample_rate / domain.n_fft
+        return domain.hop_length / domain.sample_rate, bins, "linear"
+    raise ExplainError(f"Unknown masking domain {type(domain).__name__}: use MelMasking or STFTMasking.")
+
+
+def _to_db(domain, x):
+    """The representation in dB (the Mel domain already is log-mel power; the STFT domain is a magnitude)."""
+    if isinstance(domain, MelMasking):
+        return x
+    return 20.0 * torch.log10(x.clamp_min(1e-5))
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """SafeLoader that reads HyperPyYAML's tags (``!new:``, ``!apply:``, ``!ref`` ...) as None."""
+
+
+_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def read_run_settings(folder):
+    """The plain settings of a training run (its ``hyperparams.yaml``), without building any object.
+
+    Tags such as ``!new:`` or ``!apply:`` read as None: only the scalar settings are needed here.
+
+    Parameters
+    ----------
+    folder : str
+        A ``train.py`` output folder.
+
+    Returns
+    -------
+    dict
+    """
+    with open(os.path.join(folder, "hyperparams.yaml"), encoding="utf-8") as fin:
+        return yaml.load(fin, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader subclass: no objects)
+
+
+def run_labels(folder):
+    """Class names of the evaluation set a training run recorded (its ``manifests/<eval set>.json``).
+
+    Parameters
+    ----------
+    folder : str
+        A ``train.py`` output folder.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ExplainError
+        When the run recorded no labelled evaluation manifest.
+    """
+    settings = read_run_settings(folder)
+    name = EVAL_MANIFESTS.get(settings.get("eval_dataset"))
+    if name is None:
+        raise ExplainError(f"The run in {folder} names no known eval_dataset ({settings.get('eval_dataset')!r}).")
+    # The recorded manifest folder is an absolute path; a moved run folder keeps its manifests next to it.
+    places = [os.path.join(folder, "manifests", name)]
+    if isinstance(settings.get("manifest_folder"), str):
+        places.insert(0, os.path.join(settings["manifest_folder"], name))
+    for manifest in places:
+        if os.path.isfile(manifest):
+            return class_names(manifest)
+    raise ExplainError(f"The run in {folder} has no evaluation manifest {name}: give labels or prompts.")
+
+
+class Explainer:
+    """Explains recordings with a trained LMAC-ZS (or a baseline on the same classifier).
+
+    Parameters
+    ----------
+    model : TrainedLMACZS
+        CLAP, trained decoder and masking domain (see :func:`speechbrain_lmaczs.lmaczs.pretrained.load_trained`).
+    method : str
+        ``"lmaczs"`` or a baseline name of :func:`methods`.
+    labels : list of str, optional
+        Class names whose prompts are scored when ``explain_file`` gets no prompts.
+    template : str
+        Prompt template for ``labels``.
+    device : str
+        Where the model runs.
+    method_options : dict, optional
+        Options of a baseline's constructor (e.g. ``{"n_steps": 16}`` for ``"ig"``).
+    """
+
+    def __init__(
+        self, model, method=LMACZS, labels=None, template=DEFAULT_TEMPLATE, device="cpu", method_options=None
+    ):
+        if method not in methods():
+            raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
+        if method == LMACZS and method_options:
+            raise ExplainError(f"The trained decoder takes no options, got {sorted(method_options)}.")
+        self.model = model
+        self.method = method
+        self.labels = list(labels) if labels is not None else None
+        self.template = template
+        self.device = device
+        self.method_options = dict(method_options or {})
+        #: why there is no label set (set by :meth:`from_folder` when the run recorded none)
+        self.missing_labels = None
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
+        """Load the best checkpoint of a ``train.py`` output folder.
+
+        Parameters
+        ----------
+        folder : str
+            The run's ``output_folder`` (``hyperparams.yaml``, ``save/``, ``clap/``, ``manifests/``).
+        device : str
+            Where the model runs.
+        method : str
+            ``"lmaczs"`` (the trained decoder) or a baseline (:func:`methods`).
+        labels : list of str, optional
+            Class names for top-k explanations; by default the run's evaluation labels (when it recorded them).
+        **method_options
+            Options of a baseline's constructor.
+
+        Returns
+        -------
+        Explainer
+        """
+        from speechbrain_lmaczs.lmaczs.pretrained import load_trained
+
+        folder = os.fspath(folder)
+        if not os.path.isdir(folder):
+            raise ExplainError(f"Checkpoint folder {folder} does not exist: pass the --output_folder of train.py.")
+        if method not in methods():
+            raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
+        settings_file = os.path.join(folder, "hyperparams.yaml")
+        if not os.path.isfile(settings_file):
+            raise ExplainError(
+                f"{folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder of "
+                "train.py."
+            )
+        try:
+            settings = read_run_settings(folder)
+        except yaml.YAMLError as err:
+            raise ExplainError(f"{settings_file} is not valid YAML ({err}).") from err
+        missing = [key for key in RUN_KEYS if key not in settings]
+        if missing:
+            raise ExplainError(f"{folder} is not an LMAC-ZS training output: its hyperparams.yaml lacks {missing}.")
+        try:
+            model = load_trained(folder, device=device)
+        except (FileNotFoundError, CLAPLoadError) as err:
+            raise ExplainError(str(err)) from err
+        missing_labels = None
+        if labels is None:
+            try:
+                labels = run_labels(folder)
+            except (ExplainError, DataPrepError) as err:
+                # Prompts still work; only top-k over labels needs them, and that error repeats this reason.
+                missing_labels = str(err)
+                logger.info("No label set from %s: %s", folder, err)
+        template = settings.get("prompt_template") or DEFAULT_TEMPLATE
+        explainer = cls(model, method, labels, template, device, method_options)
+        explainer.missing_labels = missing_labels
+        return explainer
+
+    def with_method(self, method, **method_options):
+        """The same loaded model explained by another method (nothing is reloaded)."""
+        other = type(self)(self.model, method, self.labels, self.template, self.device, method_options)
+        other.missing_labels = self.missing_labels
+        return other
+
+    def interpreter(self, classifier):
+        """This explainer's interpreter for ``classifier``."""
+        if self.method == LMACZS:
+            return self.model.interpreter(classifier)
+        return build_interpreter(self.method, classifier, **self.method_options)
+
+    def explain_file(self, path, prompts=None, top_k=3):
+        """Explain an audio file.
+
+        Parameters
+        ----------
+        path : str
+            Any file libsndfile reads; any rate, any number of channels, any length.
+        prompts : list of str, optional
+            What to explain; their probabilities are computed among themselves. None explains the ``top_k``
+            most probable prompts of the label set.
+        top_k : int
+            How many label prompts to explain when ``prompts`` is None.
+
+        Returns
+        -------
+        RecordingExplanation
+        """
+        wav, rate = read_recording(path)
+        return self.explain_waveform(wav, rate, prompts=prompts, top_k=top_k, path=os.fspath(path))
+
+    def candidate_prompts(self, prompts):
+        """Checked prompts to score, and whether they came from the label set."""
+        if prompts is None:
+            if not self.labels:
+                reason = f" ({self.missing_labels})" if self.missing_labels else ""
+                raise ExplainError(f"No prompts given and no label set{reason}: give prompts, or labels.")
+            return make_prompts(self.labels, self.template), True
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise ExplainError("prompts is empty: give at least one prompt, or None for the top-k labels.")
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ExplainError(f"Every prompt must be a non-empty text, got {prompt!r}.")
+        return list(dict.fromkeys(p.strip() for p in prompts)), False
+
+    def explain_waveform(self, wav, sample_rate, prompts=None, top_k=3, path=None):
+        """Explain a (samples,) or (channels, samples) waveform at ``sample_rate``; see :meth:`explain_file`."""
+        wav = self._check_waveform(wav, sample_rate)
+        if int(top_k) < 1:
+            raise ExplainError(f"top_k must be at least 1, got {top_k}.")
+        candidates, from_labels = self.candidate_prompts(prompts)
+        clap, domain = self.model.clap, self.model.domain
+        window = clap.clip_samples
+        enc = wav
+        if sample_rate != clap.sample_rate:
+            enc = torchaudio.functional.resample(wav, sample_rate, clap.sample_rate)
+        starts = window_starts(enc.shape[-1], window)
+        frame_seconds, frequencies, scale = _domain_grid(domain)
+        # A recording shorter than a window is zero-padded to one window for its own spectrogram and STFT (the
+        # STFT needs some length); every grid is cropped back to the recording at the end.
+        grid_wav = torch.nn.functional.pad(enc, (0, max(0, window - enc.shape[-1]))).to(self.device)
+        with torch.no_grad():
+            spectrogram = _to_db(domain, domain.representation(peak_normalize(grid_wav)[None]))[0].cpu()
+        n_frames = 1 + int(math.floor(enc.shape[-1] / clap.sample_rate / frame_seconds + 1e-9))
+
+        classifier = self.model.classifier(candidates).to(self.device)
+        windows = [self._window(enc, start, window) for start in starts]
+        probabilities = self._probabilities(classifier, windows)
+        if from_labels:
+            order = torch.argsort(probabilities, descending=True)[: min(int(top_k), len(candidates))].tolist()
+        else:
+            order = list(range(len(candidates)))
+        masks = stitch_masks(
+            self._window_masks(self.interpreter(classifier), windows, order),
+            [start / clap.sample_rate for start in starts],
+            window / clap.sample_rate,
+            frame_seconds,
+            spectrogram.shape[0],
+        )
+        result = RecordingExplanation(
+            path=path,
+            sample_rate=int(sample_rate),
+            waveform=wav,
+            spectrogram=spectrogram[:n_frames],
+            frame_seconds=frame_seconds,
+            frequencies=frequencies,
+            frequency_scale=scale,
+            method=self.method,
+            candidates=candidates,
+            probabilities=probabilities,
+            n_windows=len(starts),
+        )
+        for row, index in enumerate(order):
+            result.explanations.append(
+                Explanation(
+                    prompt=candidates[index],
+                    probability=float(probabilities[index]),
+                    method=self.method,
+                    mask=masks[row, :n_frames],
+                    waveform=self._listen(grid_wav, masks[row], wav.shape[-1], sample_rate),
+                )
+            )
+        logger.info("Explained %s (%d windows) for %d prompts with %s", path, len(starts), len(order), self.method)
+        return result
+
+    @staticmethod
+    def _check_waveform(wav, sample_rate):
+        """A finite, non-empty mono (samples,) float32 CPU waveform (channels averaged)."""
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate <= 0:
+            raise ExplainError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}.")
+        wav = torch.as_tensor(wav, dtype=torch.float32).detach().cpu()
+        if wav.dim() == 2:
+            wav = wav.mean(dim=0)
+        if wav.dim() != 1 or wav.numel() == 0:
+            shape = tuple(wav.shape)
+            raise ExplainError(f"Expected a non-empty (samples,) or (channels, samples) waveform, got {shape}.")
+        if not torch.isfinite(wav).all():
+            raise ExplainError("The waveform has NaN or infinite samples.")
+        return wav
+
+    def _window(self, enc, start, window):
+        """The representation of one model window, peak-normalised like a training clip."""
+        chunk = peak_normalize(fix_length(enc[start : start + window], window))
+        with torch.no_grad():
+            return self.model.domain.representation(chunk[None].to(self.device))
+
+    def _window_masks(self, interpreter, windows, order):
+        """(n_windows, len(order), time, freq) masks of each window for the candidates ``order``."""
+        target = torch.tensor(order, device=self.device)
+        masks = []
+        for x in tqdm(windows, desc=f"explaining ({self.method})", unit="window", disable=len(windows) == 1):
+            # One row per prompt: every interpreter explains a batch of clips, each for its own target.
+            masks.append(interpreter.explain(x.repeat(len(order), 1, 1), target).cpu())
+        return torch.stack(masks)
+
+    @torch.no_grad()
+    def _probabilities(self, classifier, windows):
+        """Zero-shot probabilities over the candidates, averaged over windows."""
+        total = 0
+        for x in tqdm(windows, desc="classifying", unit="window", disable=len(windows) == 1):
+            total = total + classifier(x).softmax(dim=-1)[0].cpu()
+        return total / len(windows)
+
+    @torch.no_grad()
+    def _listen(self, grid_wav, mask, n_samples, sample_rate):
+        """The mask applied to the recording's STFT (original phase), back at the file's rate and length."""
+        domain = self.model.domain
+        out = domain.listen(grid_wav[None], mask[None].to(self.device))[0].cpu()
+        if domain.output_sample_rate != sample_rate:
+            out = torchaudio.functional.resample(out, domain.output_sample_rate, sample_rate)
+        # Resampling rounds lengths up and short inputs were padded: crop (or pad the last rounding sample).
+        return torch.nn.functional.pad(out[:n_samples], (0, max(0, n_samples - out.shape[-1])))
