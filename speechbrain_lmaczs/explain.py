@@ -37,7 +37,6 @@ from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE, make_prompts
 from speechbrain_lmaczs.data import DataPrepError, class_names
 from speechbrain_lmaczs.data.pipeline import fix_length, peak_normalize
 from speechbrain_lmaczs.interpreters import INTERPRETERS, build_interpreter
-from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
 
 logger = logging.getLogger(__name__)
 
@@ -263,26 +262,6 @@ def stitch_masks(window_masks, starts_seconds, window_seconds, frame_seconds, n_
     return window_masks[which, :, local, :].permute(1, 0, 2)
 
 
-def _domain_grid(domain):
-    """(seconds per frame, Hz of each frequency row, ``"mel"``/``"linear"``) of a masking domain's representation."""
-    if isinstance(domain, MelMasking):
-        fe = domain.frontend
-        # A mel filter peaks at its centre frequency.
-        centres = fe.mel_fbank.argmax(dim=0).double() * fe.sample_rate / fe.n_fft
-        return fe.hop_length / fe.sample_rate, centres.float().cpu(), "mel"
-    if isinstance(domain, STFTMasking):
-        bins = torch.arange(domain.n_fft // 2 + 1, dtype=torch.float32) * domain.sample_rate / domain.n_fft
-        return domain.hop_length / domain.sample_rate, bins, "linear"
-    raise ExplainError(f"Unknown masking domain {type(domain).__name__}: use MelMasking or STFTMasking.")
-
-
-def _to_db(domain, x):
-    """The representation in dB (the Mel domain already is log-mel power; the STFT domain is a magnitude)."""
-    if isinstance(domain, MelMasking):
-        return x
-    return 20.0 * torch.log10(x.clamp_min(1e-5))
-
-
 class _PlainLoader(yaml.SafeLoader):
     """SafeLoader that reads HyperPyYAML's tags (``!new:``, ``!apply:``, ``!ref`` ...) as None."""
 
@@ -492,12 +471,12 @@ class Explainer:
         if sample_rate != clap.sample_rate:
             enc = torchaudio.functional.resample(wav, sample_rate, clap.sample_rate)
         starts = window_starts(enc.shape[-1], window)
-        frame_seconds, frequencies, scale = _domain_grid(domain)
+        frame_seconds, frequencies, scale = domain.frame_seconds, domain.frequencies(), domain.frequency_scale
         # A recording shorter than a window is zero-padded to one window for its own spectrogram and STFT (the
         # STFT needs some length); every grid is cropped back to the recording at the end.
         grid_wav = torch.nn.functional.pad(enc, (0, max(0, window - enc.shape[-1]))).to(self.device)
         with torch.no_grad():
-            spectrogram = _to_db(domain, domain.representation(peak_normalize(grid_wav)[None]))[0].cpu()
+            spectrogram = domain.to_db(domain.representation(peak_normalize(grid_wav)[None]))[0].cpu()
         n_frames = 1 + int(math.floor(enc.shape[-1] / clap.sample_rate / frame_seconds + 1e-9))
 
         classifier = self.model.classifier(candidates).to(self.device)

@@ -35,6 +35,22 @@ class MaskingDomain(nn.Module):
         """Sampling rate of the waveforms returned by :meth:`listen`."""
         raise NotImplementedError
 
+    #: ``"mel"`` or ``"linear"``: how the representation's frequency rows are spaced
+    frequency_scale = None
+
+    @property
+    def frame_seconds(self):
+        """Seconds between two frames of the representation."""
+        raise NotImplementedError
+
+    def frequencies(self):
+        """Frequency in Hz of each row of the representation (mel bands: their centre), a 1-d tensor."""
+        raise NotImplementedError
+
+    def to_db(self, x):
+        """The representation in dB, for display."""
+        raise NotImplementedError
+
     def representation(self, wav):
         """Waveform at the encoder's rate (batch, samples) -> representation (batch, time, freq)."""
         raise NotImplementedError
@@ -123,9 +139,23 @@ class MelMasking(MaskingDomain):
             proj[high + 1 :, n_mels - 1] = 1.0
         return proj.T.contiguous()  # (mel, linear)
 
+    frequency_scale = "mel"
+
     @property
     def output_sample_rate(self):
         return self.frontend.sample_rate
+
+    @property
+    def frame_seconds(self):
+        return self.frontend.hop_length / self.frontend.sample_rate
+
+    def frequencies(self):
+        fe = self.frontend
+        # A mel filter peaks at its centre frequency.
+        return (fe.mel_fbank.argmax(dim=0).double() * fe.sample_rate / fe.n_fft).float().cpu()
+
+    def to_db(self, x):
+        return x  # already log-mel power in dB
 
     def representation(self, wav):
         return self.frontend(wav)
@@ -190,9 +220,21 @@ class STFTMasking(MaskingDomain):
         own_energy = self.n_fft * self.window.pow(2).sum()
         self.gain = float(enc_energy / own_energy)
 
+    frequency_scale = "linear"
+
     @property
     def output_sample_rate(self):
         return self.sample_rate
+
+    @property
+    def frame_seconds(self):
+        return self.hop_length / self.sample_rate
+
+    def frequencies(self):
+        return torch.arange(self.n_fft // 2 + 1, dtype=torch.float32) * self.sample_rate / self.n_fft
+
+    def to_db(self, x):
+        return 20.0 * torch.log10(x.clamp_min(1e-5))  # magnitude -> dB (floor at -100 dB)
 
     def resample(self, wav):
         """Encoder-rate waveform -> 16 kHz."""
