@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Head-to-head evaluation of LMAC-ZS and the baseline interpreters, clean and out-of-domain.
+
+Every method (GradCAM, GradCAM++, SmoothGrad, IG, ScoreCAM, GScoreCAM, LMAC-ZS) explains the zero-shot classifier of
+a trained LMAC-ZS checkpoint on its masking domain, on clean clips and on clips contaminated at 3 dB SNR with
+another clip of the dataset, white noise or speech. Writes ``results.csv`` (one row per method x condition),
+``results.md`` (the paper's table layout) and ``per_clip.csv`` to ``--output_folder``; a run that is interrupted
+and restarted skips the pairs already written. The same script serves the UrbanSound8K recipe (its hparams/eval.yaml
+sets ``eval_dataset: urbansound8k``).
+
+Run (the checkpoint is the --output_folder of train.py; add --device=cuda on a GPU):
+    python eval.py hparams/eval.yaml --data_folder=/data/ESC50 --checkpoint=results/ESC50/lmaczs_mel/msclap/1234
+Smoke run (a tiny random CLAP trained by train.py's smoke run; any folder of speech files):
+    python eval.py hparams/eval.yaml --data_folder=/data/ESC50 --clap_source=tiny-random --checkpoint=OUT \
+        --speech_folder=/data/speech --max_clips=2 --ig_n_steps=4 --smoothgrad_n_samples=3
+Sanity checks (mask mean vs similarity, cascading randomisation): add --sanity_similarity=True
+--sanity_randomisation=True.
+
+Authors: the speechbrain-lmaczs developers
+"""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import infer_device, run_on_main
+
+from speechbrain_lmaczs.evaluation import prepare_evaluation_data, run_evaluation
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    # Manifests are written on the main process only; the others read them afterwards.
+    run_on_main(prepare_evaluation_data, kwargs={"hparams": hparams})
+    manifests = prepare_evaluation_data(hparams)
+
+    run_evaluation(
+        hparams,
+        manifests,
+        device=run_opts.device or infer_device(),
+        # --debug: a few batches per (method, condition), as SpeechBrain's debug runs do.
+        max_batches=run_opts.debug_batches if run_opts.debug else None,
+    )

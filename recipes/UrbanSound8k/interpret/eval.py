@@ -1,0 +1,1 @@
+../../ESC50/interpret/eval.py
