@@ -214,7 +214,7 @@ def test_clotho_without_7zip_says_what_to_install_before_downloading(tmp_path, m
 
 
 def test_docs_worked_example(tmp_path, monkeypatch):
-    """The "add your own labelled dataset" example of docs/data.md, as written there."""
+    """The "add your own labelled dataset" example of the README, as written there."""
     from speechbrain_lmaczs.prepare import main
 
     monkeypatch.chdir(tmp_path)
