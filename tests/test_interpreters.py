@@ -37,6 +37,9 @@ FAST_OPTIONS = {
     "gscorecam": {"batch_size": 16, "top_fraction": 0.15},
 }
 
+# LMAC-ZS needs a trained decoder: its contract is tested in test_lmaczs_training.py.
+BASELINES = sorted(name for name in INTERPRETERS if name != "lmaczs")
+
 
 class ToyCLAP(CLAPBackend):
     """Two conv layers, a cam_layer, max+mean pooling (as CNN14) and a projection; hashed text embeddings."""
@@ -152,7 +155,7 @@ def no_hooks_left(module):
 # Every interpreter, every backend
 
 
-@pytest.mark.parametrize("name", sorted(INTERPRETERS))
+@pytest.mark.parametrize("name", BASELINES)
 def test_masks_are_valid_and_batch_independent(name, any_classifier):
     backend, classifier, x = any_classifier
     if name == "scorecam" and backend != "toy":
@@ -173,7 +176,7 @@ def test_masks_are_valid_and_batch_independent(name, any_classifier):
     torch.testing.assert_close(masks[-1:], alone, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", sorted(INTERPRETERS))
+@pytest.mark.parametrize("name", BASELINES)
 def test_prompt_target_equals_index_target(name, toy):
     x = toy_inputs()
     interpreter = build_interpreter(name, toy, **FAST_OPTIONS[name])
@@ -194,7 +197,7 @@ def test_prompt_target_equals_index_target_on_backends(backend, request):
     torch.testing.assert_close(gradcam.explain(x, target=PROMPTS[1]), gradcam.explain(x, target=1), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", sorted(INTERPRETERS))
+@pytest.mark.parametrize("name", BASELINES)
 def test_grid_of_a_non_identity_to_logmel(name):
     """Inputs on a linear-frequency grid (20 bins) explained through a to_logmel with 12 bands."""
     classifier = make_toy(to_logmel=FreqMap())
@@ -396,7 +399,7 @@ def test_saliency_to_mask_normalisation():
 
 def test_normalisation_is_recorded():
     classifier = make_toy()
-    for name in INTERPRETERS:
+    for name in BASELINES:
         interpreter = build_interpreter(name, classifier)
         expected = "relu" if "cam" in name else "abs"
         assert interpreter.normalisation.startswith(expected + " -> ")
