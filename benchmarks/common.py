@@ -2,8 +2,8 @@
 
 The full-size models have the released architectures (MS-CLAP 2022: CNN14 + BERT-base; LAION
 ``clap-htsat-unfused``: HTSAT + RoBERTa-base) with random weights: no checkpoint can be downloaded here, and the
-cost of a forward does not depend on the weights' values. Their input BatchNorm statistics are calibrated as the
-test builders do, so that activations have realistic magnitudes (no overflow, no denormal slow paths).
+cost of a forward does not depend on the weights' values. Their BatchNorm statistics are calibrated as the test
+builders do, so that activations keep log-mel-like magnitudes through the network.
 
 Every timing is a wall-clock time (and, on a CPU, the process's CPU time) after a device synchronisation; speed is
 reported as a RATIO to one classification forward of the same batch timed in the same process next to it, because
@@ -56,9 +56,10 @@ def configure(threads, device):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for, but torch sees no CUDA device on this machine.")
     if device.type == "cuda":
-        # Matmuls stay in true fp32 unless --precision bf16: the numbers then mean what the CSV column says.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # PyTorch's defaults are kept (what users get): "fp32" convolutions may run in TF32 on cuDNN.
+        logger.info("CUDA %s: cudnn.allow_tf32=%s, matmul.allow_tf32=%s, cudnn.benchmark=%s",
+                    torch.cuda.get_device_name(device), torch.backends.cudnn.allow_tf32,
+                    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
     return device
 
 
@@ -111,8 +112,7 @@ def precision_context(device, precision):
 def build_clap(backend, size, device, seed=0):
     """A frozen CLAP backend: ``size="full"`` (released architecture, random weights) or ``"tiny"`` (tests).
 
-    Full-size models are built directly on ``device`` (random initialisation and BatchNorm calibration of CNN14
-    take seconds on a CPU, a fraction of that on a GPU).
+    The model is built and calibrated on the CPU (a few seconds for the full sizes), then moved to ``device``.
     """
     if size not in SIZES:
         raise SystemExit(f"size must be one of {SIZES}, got {size!r}.")
@@ -120,9 +120,9 @@ def build_clap(backend, size, device, seed=0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if backend == "msclap":
-            clap = _msclap(size, device)
+            clap = _msclap(size)
         elif backend == "laion":
-            clap = _laion(size, device)
+            clap = _laion(size)
         else:
             raise SystemExit(f"Unknown backend {backend!r}: use msclap or laion.")
     clap = clap.freeze().to(device)
@@ -138,22 +138,20 @@ def _audio_parameters(clap):
     return list(clap.model.audio_model.parameters()) + list(clap.model.audio_projection.parameters())
 
 
-def _msclap(size, device):
+def _msclap(size):
     from speechbrain_lmaczs.clap.msclap import _TINY_WORDS, MSCLAP2022, _calibration_clips, build_word_tokenizer
 
     if size == "tiny":
         return MSCLAP2022.build_tiny()
     # bert-base's WordPiece vocabulary cannot be downloaded here; a word-level one over the prompt words gives
     # the same sequence length (MS-CLAP pads every prompt to 100 tokens), hence the same text cost.
-    tokenizer = build_word_tokenizer(_TINY_WORDS.split())
-    with torch.device(device):
-        model = MSCLAP2022(tokenizer)
+    model = MSCLAP2022(build_word_tokenizer(_TINY_WORDS.split()))
     # Same calibration as build_tiny: random conv weights otherwise shrink activations block after block.
-    model._calibrate_batch_norms(_calibration_clips(model.sample_rate, model.clip_samples).to(device))
+    model._calibrate_batch_norms(_calibration_clips(model.sample_rate, model.clip_samples))
     return model.eval()
 
 
-def _laion(size, device):
+def _laion(size):
     from transformers import ClapConfig, ClapModel
 
     from speechbrain_lmaczs.clap.laion import LAIONCLAP, _default_feature_extractor, _tiny_tokenizer
@@ -163,14 +161,13 @@ def _laion(size, device):
     # transformers' ClapAudioConfig / ClapTextConfig defaults are the sizes of laion/clap-htsat-unfused
     # (HTSAT depths 2-2-6-2, 96 patch channels, 768 final; RoBERTa-base text tower; 512-d joint space).
     config = ClapConfig(projection_dim=512)
-    with torch.device(device):
-        model = ClapModel(config).eval()
+    model = ClapModel(config).eval()
     batch_norm = model.audio_model.audio_encoder.batch_norm
     batch_norm.running_mean.fill_(-40.0)
     batch_norm.running_var.fill_(100.0)
     text = config.text_config
     tokenizer = _tiny_tokenizer(text.pad_token_id, text.max_position_embeddings - 2, text.vocab_size)
-    return LAIONCLAP(model, tokenizer, _default_feature_extractor()).to(device)
+    return LAIONCLAP(model, tokenizer, _default_feature_extractor())
 
 
 def build_decoder(clap, device, width=128, n_text_tokens=4, seed=0):

@@ -14,7 +14,9 @@ that claim on the real code: each run evaluates N (then 10 N) clips in a fresh P
   grow. The manifest and the dataset hold a few hundred bytes per clip by design, so this grows slightly with N.
 
 Verdict: storing every mask would add 9 N masks between the two runs (a (time, freq) float32 mask is
-690 x 64 x 4 B = 173 KB for MS-CLAP). FLAT means the added memory grew by less than a tenth of that.
+690 x 64 x 4 B = 173 KB for MS-CLAP). FLAT means the added memory grew by less than a tenth of that, or less than
+1 % of the smaller run's figure (the sampled peak's jitter), whichever is larger. The allocator's retention makes
+the RSS move by tens of MB either way (it is reported, not judged).
 
 Usage::
 
@@ -178,10 +180,13 @@ def verdict(rows, backend):
     extra_clips = large["clips"] - small["clips"]
     stored_mb = extra_clips * _mask_kb(backend) / 1024
     heap_kb = (large["python_heap_peak_mb"] - small["python_heap_peak_mb"]) * 1024 / extra_clips
-    flat = grown_mb < 0.1 * stored_mb
-    return (f"{key} grew by {grown_mb:+.2f} MB from {small['clips']} to {large['clips']} clips "
-            f"(storing their masks would add {stored_mb:.1f} MB); Python objects {heap_kb:+.2f} KB/clip -> "
-            + ("FLAT" if flat else "GROWS"))
+    # A tenth of the stored masks, but never below 1 % of the smaller run's peak: the peak is sampled, and a run
+    # of more batches has more chances to catch a slightly higher one.
+    allowed_mb = max(0.1 * stored_mb, 0.01 * small[key])
+    flat = grown_mb < allowed_mb
+    return (f"{key} grew by {grown_mb:+.2f} MB from {small['clips']} to {large['clips']} clips (allowed "
+            f"{allowed_mb:.2f} MB; storing their masks would add {stored_mb:.1f} MB); Python objects "
+            f"{heap_kb:+.2f} KB/clip -> " + ("FLAT" if flat else "GROWS"))
 
 
 def _mask_kb(backend):

@@ -56,13 +56,14 @@ logger = logging.getLogger("explain_speed")
 METHODS = ("forward", "gradcam", "gradcam++", "smoothgrad", "ig", "scorecam", "gscorecam", "lmaczs", "lmaczs_decoder")
 COLUMNS = ("method", "backend", "batch", "clips_per_s", "ratio_to_forward", "cpu_ratio_to_forward", "seconds",
            "cpu_seconds", "forward_seconds", "repeats", "note", "device", "precision", "size", "load_1min")
-TABLE_COLUMNS = ("method", "backend", "batch", "clips_per_s", "ratio_to_forward", "cpu_ratio_to_forward", "note")
+TABLE_COLUMNS = ("method", "backend", "precision", "batch", "clips_per_s", "ratio_to_forward", "cpu_ratio_to_forward",
+                 "note")
 #: methods cheap enough to time several rounds; the others run once, with reduced work scaled up (see ``note``)
 CHEAP = ("gradcam", "gradcam++", "lmaczs", "lmaczs_decoder")
 
-#: eval.yaml's interpreter settings
-PAPER = {"smoothgrad_samples": 50, "noise_level": 0.15, "ig_steps": 50, "gradient_batch_size": 50,
-         "scorecam_batch_size": 64, "gscorecam_top_fraction": 0.1, "upsample_mode": "nearest"}
+#: the interpreter settings of recipes/ESC50/interpret/hparams/eval.yaml (tests/test_benchmarks.py checks them)
+EVAL_YAML = {"smoothgrad_samples": 50, "noise_level": 0.15, "ig_steps": 50, "gradient_batch_size": 50,
+             "scorecam_batch_size": 64, "gscorecam_top_fraction": 0.1, "upsample_mode": "nearest"}
 
 
 class Bench:
@@ -101,7 +102,7 @@ class Bench:
     # -- one function per method: (Cost of one explanation of the batch with the recipe's settings, note)
     def measure(self, method, warmup):
         if method in ("gradcam", "gradcam++"):
-            interpreter = build_interpreter(method, self.classifier, upsample_mode=PAPER["upsample_mode"])
+            interpreter = build_interpreter(method, self.classifier, upsample_mode=EVAL_YAML["upsample_mode"])
             return self.time(lambda: interpreter.explain(self.x, self.targets), warmup), "measured"
         if method == "lmaczs":
             interpreter = LMACZSInterpreter(self.classifier, self.decoder)
@@ -125,23 +126,23 @@ class Bench:
         return cost, "decoder only, on the hidden maps of the classification forward (proposed reuse)"
 
     def integrated_gradients(self, warmup):
-        full = PAPER["ig_steps"]
+        full = EVAL_YAML["ig_steps"]
         steps = full if self.args.full_cost else min(full, max(1, round(self.args.path_points / self.batch)))
         interpreter = build_interpreter("ig", self.classifier, n_steps=steps,
-                                        batch_size=PAPER["gradient_batch_size"])
+                                        batch_size=EVAL_YAML["gradient_batch_size"])
         cost = self.time(lambda: interpreter.explain(self.x, self.targets), warmup)
         if steps == full:
             return cost, "measured"
         return cost.scaled(full / steps), f"extrapolated from n_steps={steps} (x{full / steps:.3g}, linear in steps)"
 
     def smoothgrad(self, warmup):
-        full = PAPER["smoothgrad_samples"]
+        full = EVAL_YAML["smoothgrad_samples"]
         if self.args.full_cost:
             samples, clips = full, self.batch
         else:
             samples, clips = min(full, self.args.path_points), 1
         interpreter = build_interpreter("smoothgrad", self.classifier, n_samples=samples,
-                                        noise_level=PAPER["noise_level"], batch_size=PAPER["gradient_batch_size"])
+                                        noise_level=EVAL_YAML["noise_level"], batch_size=EVAL_YAML["gradient_batch_size"])
         x, targets = self.x[:clips], self.targets[:clips]
         cost = self.time(lambda: interpreter.explain(x, targets), warmup)
         scale = (full / samples) * (self.batch / clips)
@@ -151,9 +152,9 @@ class Bench:
                                     f"(x{scale:.3g}; the method loops over clips)")
 
     def scorecam(self, method, warmup):
-        options = {"upsample_mode": PAPER["upsample_mode"], "batch_size": PAPER["scorecam_batch_size"]}
+        options = {"upsample_mode": EVAL_YAML["upsample_mode"], "batch_size": EVAL_YAML["scorecam_batch_size"]}
         if method == "gscorecam":
-            options["top_fraction"] = PAPER["gscorecam_top_fraction"]
+            options["top_fraction"] = EVAL_YAML["gscorecam_top_fraction"]
         interpreter = build_interpreter(method, self.classifier, **options)
         targets = resolve_targets(self.classifier, self.x, self.targets)
         result = {}

@@ -5,14 +5,16 @@ every (text, audio) pair, one masked encoder forward per pair, zero-shot loss, b
 with the recipe's decoder (``lmaczs_mel.yaml``) over a full-size frozen CLAP with random weights.
 
 For each batch size B and ``pairs_per_clip`` (``full``: the paper's B x B grid; k: k pairs per clip), the CSV row
-gives clips/s, the step time over one classification forward of the same batch (``classifier(x)`` under
-``no_grad``, timed right before and after the step), the memory of the steps (``peak_mem_mb`` in use at the peak,
-``step_mem_mb`` added by the step at its peak; CPU: bytes allocated and not freed, sampled, see
-``common.PeakMemory``, with the RSS growth in ``step_rss_mb``; CUDA: ``torch.cuda.max_memory_allocated``), and
-the step's lower bound: one
-encoder forward of the B clips plus one encoder forward-backward (to the input) of the P masked pairs, both timed
-here, so ``fraction_of_bound`` says how much of a step is overhead beyond the encoder's work. On an H100 (fp32,
-CNN14, batch 64, k=1) that bound is about 1,250 clips/s (clap-backends.md cost anchors).
+gives:
+
+- clips/s, and the step time over one classification forward of the same batch (``classifier(x)`` under
+  ``no_grad``, timed right before and after each step; ``cpu_ratio_to_forward`` in process CPU time);
+- the memory of the steps: ``peak_mem_mb`` in use at the peak and ``step_mem_mb`` added by the steps at their peak
+  (CPU: bytes allocated and not freed, sampled, see ``common.PeakMemory``, with the RSS growth in ``step_rss_mb``;
+  CUDA: ``torch.cuda.max_memory_allocated``);
+- the step's lower bound, one encoder forward of the B clips plus one encoder forward-backward (to the input) per
+  masked pair, both timed here: ``fraction_of_bound`` = bound / step says how much of a step is encoder work. On
+  an H100 (fp32, CNN14, batch 64, k=1) that bound is about 1,250 clips/s (clap-backends.md cost anchors).
 
 A full grid with more than ``--max-pairs`` pairs is not run (B = 32 would take 1024 masked passes and far more
 memory than a CPU has): its row is extrapolated linearly in the number of pairs from the k=1 and k=2 rows of the
@@ -52,7 +54,7 @@ COLUMNS = ("backend", "batch", "pairs_per_clip", "pairs", "clips_per_s", "step_s
            "cpu_ratio_to_forward", "forward_seconds", "fwdbwd_seconds", "bound_clips_per_s", "fraction_of_bound",
            "cpu_fraction_of_bound", "peak_mem_mb", "step_mem_mb", "step_rss_mb", "repeats", "note", "device",
            "precision", "size", "load_1min")
-TABLE_COLUMNS = ("backend", "batch", "pairs_per_clip", "pairs", "clips_per_s", "ratio_to_forward",
+TABLE_COLUMNS = ("backend", "precision", "batch", "pairs_per_clip", "pairs", "clips_per_s", "ratio_to_forward",
                  "cpu_ratio_to_forward", "fraction_of_bound", "cpu_fraction_of_bound", "step_mem_mb", "note")
 
 #: the recipe's loss weights and optimiser (lmaczs_mel.yaml)
@@ -140,7 +142,7 @@ def measure(setup, batch_size, pairs_per_clip, fwdbwd, args):
     # configuration warms the code paths at a fraction of the cost.
     warm = batch if device.type == "cuda" else setup.batch(min(2, batch_size))
     brain.fit_batch(warm)
-    setup.forward(x)  # the first forward after a step is slower (caches): untimed
+    setup.forward(x)  # untimed: the first forward after a training step also pays for the switch of shapes
     forwards, steps = [setup.forward(x)], []
     repeats = args.repeats or (3 if batch_size <= 8 else 1)
     with common.PeakMemory(device) as memory:

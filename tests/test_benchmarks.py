@@ -49,6 +49,25 @@ def test_explain_speed_quick(tmp_path):
     assert by_key["lmaczs", "2"]["note"] == "measured"
 
 
+def test_explain_speed_uses_the_eval_recipe_settings(tmp_path):
+    from hyperpyyaml import load_hyperpyyaml
+
+    yaml_path = ROOT / "recipes" / "ESC50" / "interpret" / "hparams" / "eval.yaml"
+    with open(yaml_path, encoding="utf-8") as fin:
+        overrides = {"data_folder": str(tmp_path), "checkpoint": str(tmp_path), "output_folder": str(tmp_path)}
+        hparams = load_hyperpyyaml(fin, overrides)
+    options, expected = hparams["interpreter_options"], explain_speed.EVAL_YAML
+    assert options["smoothgrad"]["n_samples"] == expected["smoothgrad_samples"]
+    assert options["smoothgrad"]["noise_level"] == expected["noise_level"]
+    assert options["smoothgrad"]["batch_size"] == expected["gradient_batch_size"]
+    assert options["ig"] == {"n_steps": expected["ig_steps"], "batch_size": expected["gradient_batch_size"]}
+    assert options["scorecam"] == {"upsample_mode": expected["upsample_mode"],
+                                   "batch_size": expected["scorecam_batch_size"]}
+    assert options["gscorecam"]["top_fraction"] == expected["gscorecam_top_fraction"]
+    assert options["gradcam"]["upsample_mode"] == options["gradcam++"]["upsample_mode"] == expected["upsample_mode"]
+    assert set(explain_speed.METHODS) == {"forward", "lmaczs_decoder", *hparams["methods"]}
+
+
 def test_explain_speed_laion_and_full_cost(tmp_path):
     out = tmp_path / "explain_laion.csv"
     explain_speed.main(["--quick", "--backends", "laion", "--batches", "1", "--methods", "forward", "ig", "scorecam",
@@ -129,9 +148,12 @@ def test_eval_memory_verdict():
         return {"device": "cpu", "clips": clips, "eval_added_heap_mb": added_mb, "eval_added_rss_mb": 0.0,
                 "python_heap_peak_mb": 1.0}
 
-    # 90 more clips: storing their MS-CLAP masks would add 90 * 172.5 KB = 15.2 MB
-    assert eval_memory.verdict([row(10, 50.0), row(100, 50.5)], "msclap").endswith("FLAT")
+    # 90 more clips: storing their MS-CLAP masks would add 90 * 172.5 KB = 15.2 MB; a tenth of it is allowed
+    assert eval_memory.verdict([row(10, 50.0), row(100, 51.4)], "msclap").endswith("FLAT")
     assert eval_memory.verdict([row(10, 50.0), row(100, 65.0)], "msclap").endswith("GROWS")
+    # 18 more clips (3.0 MB of masks): 1 % of a 200 MB peak is the larger allowance
+    assert eval_memory.verdict([row(2, 200.0), row(20, 201.5)], "msclap").endswith("FLAT")
+    assert eval_memory.verdict([row(2, 200.0), row(20, 203.0)], "msclap").endswith("GROWS")
 
 
 def test_peak_memory_sees_an_allocation():

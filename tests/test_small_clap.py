@@ -12,6 +12,8 @@ from speechbrain_lmaczs.clap import load_clap
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.small_clap import (
     ACCURACY_NAME,
+    _locked_accuracy,
+    _locked_features,
     OPTIONS_NAME,
     build_small_clap,
     caption_vocabulary,
@@ -24,12 +26,13 @@ from speechbrain_lmaczs.small_clap import (
 )
 from speechbrain_lmaczs.synthetic import CLASS_LABELS, EVENT_CLASSES, SceneConfig, prompt_for
 
-# Short 16 kHz clips and a tiny model: the whole run takes seconds on two cores.
+# Short 16 kHz clips and a tiny model: the whole run takes seconds. One thread: on shared CI cores, the tiny
+# model's small operations would otherwise spend most of their time synchronising threads.
 TINY = {
     "n_train": 32,
-    "epochs": 4,
-    "tagging_epochs": 2,
-    "batch_size": 16,
+    "tagging_epochs": 4,
+    "epochs": 16,
+    "batch_size": 8,
     "lr": 1e-2,
     "n_valid": 10,
     "n_eval": 20,
@@ -38,11 +41,15 @@ TINY = {
     "proj_dim": 16,
     "text_width": 16,
     "text_layers": 1,
+    "num_threads": 1,
 }
 
 
 def tiny_frontend():
     return LogMelFrontend(16000, 512, 320, 32, 50.0, 8000.0, clip_seconds=2.0)
+
+
+THREADS_BEFORE = torch.get_num_threads()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +126,25 @@ def test_tiny_run_losses_decrease(tiny_run):
         assert len(losses) == epochs and all(math.isfinite(x) for x in losses)
         assert losses[-1] < losses[0], stage
     assert tiny_run.log["joint"] == []
+    assert torch.get_num_threads() == THREADS_BEFORE  # the run's num_threads=1 was undone
+
+
+def test_text_tower_learns_to_match_audio_embeddings():
+    # Fixed random "audio" embeddings, one per class: the contrastive loss between them and the captions of the
+    # classes starts near chance (log 8) and must fall far below it as the text tower learns the captions.
+    clap = build_small_clap(conv_channels=(2,) * 6, embedding_dim=4, proj_dim=16, text_width=32, text_layers=1)
+    audio = F.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    optimizer = torch.optim.Adam(clap.caption_encoder.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(40):
+        text = clap.encode_text([sample_caption([c], rng) for c in range(8)])
+        loss = contrastive_loss(audio, text, torch.tensor(10.0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[0] > 0.8 * math.log(8) and np.mean(losses[-5:]) < 0.4 * math.log(8)
 
 
 def test_accuracy_file_is_the_loaded_models_accuracy(tiny_run):
@@ -131,6 +157,14 @@ def test_accuracy_file_is_the_loaded_models_accuracy(tiny_run):
     assert zero_shot_accuracy(clap, test) == pytest.approx(accuracy, abs=1e-4)
 
 
+def test_cached_feature_accuracy_matches_the_classifier(tiny_run):
+    # The locked stage scores validation scenes from cached CNN14 embeddings; it must agree with the full path.
+    clap = load_clap("msclap", str(tiny_run.folder))
+    scenes = synthetic_logmels(clap.frontend, 30, 0, "valid", SceneConfig(16000, 2.0, n_events=(1, 1)))
+    expected = zero_shot_accuracy(clap, scenes)
+    assert _locked_accuracy(clap, _locked_features(clap, scenes.logmels), scenes.labels) == pytest.approx(expected)
+
+
 def test_second_call_reuses_the_model_and_other_options_retrain(tiny_run, tmp_path):
     checkpoint = next(tiny_run.folder.glob("*.pth"))
     before = checkpoint.stat().st_mtime_ns
@@ -140,9 +174,11 @@ def test_second_call_reuses_the_model_and_other_options_retrain(tiny_run, tmp_pa
 
     options = json.loads((tiny_run.folder / OPTIONS_NAME).read_text())
     assert options["n_train"] == TINY["n_train"] and options["frontend"] == tiny_frontend().config()
-    other = {**TINY, "epochs": 1, "n_train": 16}
+    other = {**TINY, "tagging_epochs": 0, "epochs": 1, "joint_epochs": 1, "n_train": 16}
     retrained = train_small_clap(tmp_path, seed=0, frontend=tiny_frontend(), **other)
     assert not retrained.reused
+    assert retrained.log["tagging"] == [] and len(retrained.log["joint"]) == 1
+    assert math.isfinite(retrained.log["joint"][0]["loss"])
     # The same folder with other options is trained again, not reused.
     (tmp_path / OPTIONS_NAME).write_text(json.dumps({**json.loads((tmp_path / OPTIONS_NAME).read_text()), "seed": 1}))
     assert not train_small_clap(tmp_path, seed=0, frontend=tiny_frontend(), **other).reused
