@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 #: Bumped whenever the training code changes what a given set of options produces, so that folders written by an
 #: older version are retrained instead of reused.
-SMALL_CLAP_VERSION = 1
+SMALL_CLAP_VERSION = 2
 
 OPTIONS_NAME = "small_clap_options.json"
 LOG_NAME = "small_clap_log.json"
@@ -398,7 +398,11 @@ def _batches(n, batch_size, generator):
     # The last incomplete batch is dropped: BatchNorm and the contrastive loss both need several clips per batch.
     order = torch.randperm(n, generator=generator)
     size = min(batch_size, n)
-    return [order[i : i + size] for i in range(0, n - size + 1, size)]
+    return [order[i * size : (i + 1) * size] for i in range(_n_batches(n, batch_size))]
+
+
+def _n_batches(n, batch_size):
+    return n // min(batch_size, n)
 
 
 def train_small_clap(
@@ -477,7 +481,8 @@ def train_small_clap(
     >>> import tempfile
     >>> fe = LogMelFrontend(16000, 512, 320, 32, 50.0, 8000.0, clip_seconds=2.0)
     >>> tiny = dict(n_train=8, epochs=1, tagging_epochs=1, batch_size=8, n_valid=2, n_eval=10, frontend=fe,
-    ...             conv_channels=(2, 2, 4, 4, 8, 8), embedding_dim=8, proj_dim=8, text_width=16, text_layers=1)
+    ...             conv_channels=(2, 2, 4, 4, 8, 8), embedding_dim=8, proj_dim=8, text_width=16, text_layers=1,
+    ...             num_threads=1)
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     first, again = train_small_clap(folder, **tiny), train_small_clap(folder, **tiny)
     ...     clap = load_clap("msclap", folder)
@@ -662,7 +667,7 @@ def _train_tagging(model, train, valid, epochs, batch_size, lr, generator):
     for row, classes in enumerate(train.classes):
         targets[row, classes] = 1.0
     optimizer = torch.optim.Adam(base.parameters(), lr=lr)
-    scheduler = _schedule(optimizer, epochs * len(_batches(len(train), batch_size, generator)))
+    scheduler = _schedule(optimizer, epochs * _n_batches(len(train), batch_size))
     history = []
     for epoch in range(1, epochs + 1):
         _train_batch_norms_only(model)
@@ -721,7 +726,7 @@ def _train_contrastive(model, train, valid, epochs, batch_size, lr, generator, r
     else:
         params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
-    scheduler = _schedule(optimizer, epochs * len(_batches(len(train), batch_size, generator)))
+    scheduler = _schedule(optimizer, epochs * _n_batches(len(train), batch_size))
     groups = train.groups
     history = []
     for epoch in range(1, epochs + 1):

@@ -12,9 +12,9 @@ from speechbrain_lmaczs.clap import load_clap
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.small_clap import (
     ACCURACY_NAME,
+    OPTIONS_NAME,
     _locked_accuracy,
     _locked_features,
-    OPTIONS_NAME,
     build_small_clap,
     caption_vocabulary,
     contrastive_loss,
@@ -129,7 +129,16 @@ def test_tiny_run_losses_decrease(tiny_run):
     assert torch.get_num_threads() == THREADS_BEFORE  # the run's num_threads=1 was undone
 
 
-def test_text_tower_learns_to_match_audio_embeddings():
+@pytest.fixture
+def one_thread():
+    # As in TINY: small operations on shared cores run many times faster on one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_text_tower_learns_to_match_audio_embeddings(one_thread):
     # Fixed random "audio" embeddings, one per class: the contrastive loss between them and the captions of the
     # classes starts near chance (log 8) and must fall far below it as the text tower learns the captions.
     clap = build_small_clap(conv_channels=(2,) * 6, embedding_dim=4, proj_dim=16, text_width=32, text_layers=1)
