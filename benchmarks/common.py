@@ -244,7 +244,7 @@ class PeakMemory:
     ``*_delta_mb`` that peak minus the value at entry (what the block added at its peak), in MiB.
     """
 
-    def __init__(self, device, interval=0.01):
+    def __init__(self, device, interval=0.002):
         self.device = device
         self.interval = interval
         self.exact = True

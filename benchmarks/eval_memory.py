@@ -5,7 +5,7 @@ they come, the means are running sums (``MetricAccumulator``), and no mask outli
 that claim on the real code: each run evaluates N (then 10 N) clips in a fresh Python process and reports, for the
 ``evaluate`` call alone (peak during the call, and ``added`` = peak minus the value just before it):
 
-- ``*_heap_mb`` (CPU): memory allocated and not yet freed (glibc ``mallinfo2``, sampled every 10 ms), where CPU
+- ``*_heap_mb`` (CPU): memory allocated and not yet freed (glibc ``mallinfo2``, sampled every 2 ms), where CPU
   tensors live. Memory the allocator keeps after a free does not count, so this is the figure the verdict uses;
 - ``*_rss_mb``: the process's resident memory (high-water mark reset just before the call), which also holds
   freed-but-kept memory and therefore moves by tens of MB with the allocator's history;
@@ -20,7 +20,7 @@ the RSS move by tens of MB either way (it is reported, not judged).
 
 Usage::
 
-    python benchmarks/eval_memory.py --out results/benchmarks/eval_memory.csv        # full-size CNN14, 2 and 20 clips
+    python benchmarks/eval_memory.py --out results/benchmarks/eval_memory.csv        # full-size CNN14, 4 and 40 clips
     python benchmarks/eval_memory.py --size tiny --clips 16 --methods gradcam lmaczs  # 16 and 160 clips
     python benchmarks/eval_memory.py --quick --out /tmp/eval_memory_quick.csv          # smoke run
 """
@@ -138,16 +138,22 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(parser, default_out="results/benchmarks/eval_memory.csv")
     parser.add_argument("--backend", default="msclap", choices=["msclap", "laion"])
-    parser.add_argument("--clips", type=int, default=None,
-                        help="N: the runs use N and 10 N clips (default 2; 1 with --quick).")
+    parser.add_argument("--clips", type=int, default=4,
+                        help="N: the runs use N and 10 N clips; a multiple of --batch, at least two batches "
+                             "(default 4).")
     parser.add_argument("--batch", type=int, default=2, help="clips per batch (default 2).")
     parser.add_argument("--methods", nargs="+", default=["gradcam", "lmaczs"],
                         help="methods evaluated (default: gradcam lmaczs); costly ones run with cheap settings.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    common.resolve_quick(args, clips=(1, 2))
+    common.resolve_quick(args)
     if args.clips < 1 or args.batch < 1:
         parser.error("--clips and --batch must be >= 1")
+    if args.clips % args.batch or args.clips < 2 * args.batch:
+        # A partial batch holds fewer activations at its peak, and from the second batch on the previous batch's
+        # tensors are still referenced while the next one is computed: with fewer than two full batches the two
+        # runs would not be comparable.
+        parser.error(f"--clips ({args.clips}) must be a multiple of --batch ({args.batch}), at least twice it.")
     return args
 
 

@@ -142,7 +142,8 @@ class Bench:
         else:
             samples, clips = min(full, self.args.path_points), 1
         interpreter = build_interpreter("smoothgrad", self.classifier, n_samples=samples,
-                                        noise_level=EVAL_YAML["noise_level"], batch_size=EVAL_YAML["gradient_batch_size"])
+                                        noise_level=EVAL_YAML["noise_level"],
+                                        batch_size=EVAL_YAML["gradient_batch_size"])
         x, targets = self.x[:clips], self.targets[:clips]
         cost = self.time(lambda: interpreter.explain(x, targets), warmup)
         scale = (full / samples) * (self.batch / clips)

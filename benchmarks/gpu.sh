@@ -7,7 +7,7 @@
 #
 #     bash benchmarks/gpu.sh --prepare
 #
-# This puts the wheels of PURE_WHEELS and BINARY_WHEELS below into benchmarks/wheels/ (about 12 MB; keep that
+# This puts the wheels of PURE_WHEELS and BINARY_WHEELS below into benchmarks/wheels/ (about 3 MB; keep that
 # folder out of git). The project itself is not installed there: it is imported from the working tree, so the
 # code measured is the code you have.
 #
@@ -17,12 +17,9 @@
 #
 # It writes to OUT_DIR: explain_speed_cuda.csv and train_speed_cuda.csv (fp32 and bf16 rows), eval_memory_cuda.csv,
 # *_profile.md, train_speed_cuda_breakdown.md, versions.txt and gpu.log. Each step has its own time limit (290 s
-# together) and a failed step does not stop the others. Through this workplace's device tool (it returns at most 8
-# files), run it as:
+# together) and a failed step does not stop the others. Where a remote runner returns only a few files, pack them:
 #
-#     bash benchmarks/gpu.sh /tmp/gpu_bench; tar -czf "$OUT/gpu_bench.tgz" -C /tmp gpu_bench
-#
-# with carry ["benchmarks/wheels"] and timeout_s 420.
+#     bash benchmarks/gpu.sh /tmp/gpu_bench; tar -czf gpu_bench.tgz -C /tmp gpu_bench
 #
 # `bash benchmarks/gpu.sh --check [OUT_DIR]` runs the same steps on the CPU with tiny models and without the
 # wheels (the current Python environment must have the dependencies): a test of this script, not of a GPU.
@@ -30,9 +27,9 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHEEL_DIR="$ROOT/benchmarks/wheels"
-# Missing from the GPU image (its package list: /work/.library/device/KINDS.md); versions as in the project's
-# environment. Pure-Python ones are built with `pip wheel --no-deps` (grad-cam is published as a source archive
-# only); the two with compiled parts are downloaded for the GPU machine's CPython 3.12.
+# Missing from the GPU image (checked against its package list); versions as in the project's environment.
+# Pure-Python ones are built with `pip wheel --no-deps` (grad-cam is published as a source archive only); the two
+# with compiled parts are downloaded for the GPU machine's CPython 3.12.
 PURE_WHEELS=(
     "speechbrain==1.1.2"
     "hyperpyyaml==1.2.3"
@@ -61,7 +58,7 @@ DEVICE=cuda
 LIMIT_SCALE=1
 EXPLAIN_ARGS=(--threads 8 --batches 1 16 --repeats 5)
 TRAIN_ARGS=(--threads 8 --batches 2 8 32 64 --pairs 1 2 full --repeats 3)
-MEMORY_ARGS=(--threads 8 --size full --clips 4 --batch 4)
+MEMORY_ARGS=(--threads 8 --size full --clips 8 --batch 4)
 if [[ "${1:-}" == "--check" ]]; then
     DEVICE=cpu
     LIMIT_SCALE=10  # a shared CPU is far slower than the GPU the limits are sized for
@@ -92,8 +89,9 @@ export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
     date -u +"%Y-%m-%d %H:%M UTC"
     [[ "$DEVICE" == cuda ]] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$PYTHON" -c "import sys, torch, transformers, speechbrain, captum; print('python', sys.version.split()[0]); \
-print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0)); \
-print('transformers', transformers.__version__, 'speechbrain', speechbrain.__version__, 'captum', captum.__version__)"
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and \
+torch.cuda.get_device_name(0)); print('transformers', transformers.__version__, 'speechbrain', \
+speechbrain.__version__, 'captum', captum.__version__)"
 } > "$OUT_DIR/versions.txt" 2>&1
 cat "$OUT_DIR/versions.txt"
 
