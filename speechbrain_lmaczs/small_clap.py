@@ -48,6 +48,7 @@ from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.clap import l2_normalize, load_clap
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.clap.msclap import CONFIG_NAME, MSCLAP2022, build_word_tokenizer
+from speechbrain_lmaczs.data.pipeline import peak_normalize
 from speechbrain_lmaczs.synthetic import (
     CLASS_LABELS,
     EVENT_CLASSES,
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 #: Bumped whenever the training code changes what a given set of options produces, so that folders written by an
 #: older version are retrained instead of reused.
-SMALL_CLAP_VERSION = 2
+SMALL_CLAP_VERSION = 3
 
 OPTIONS_NAME = "small_clap_options.json"
 LOG_NAME = "small_clap_log.json"
@@ -285,7 +286,7 @@ class SceneSet:
 
 @torch.no_grad()
 def synthetic_logmels(frontend, n_scenes, seed, split, config, batch_size=32, desc=None):
-    """Draw scenes ``0 .. n_scenes - 1`` of a split and compute their log-mels with ``frontend``.
+    """Draw scenes ``0 .. n_scenes - 1`` of a split, peak-normalise them and compute their log-mels with ``frontend``.
 
     Parameters
     ----------
@@ -324,7 +325,9 @@ def synthetic_logmels(frontend, n_scenes, seed, split, config, batch_size=32, de
             # make_scene sorts events by onset; the first *drawn* one, of class index % n_classes, labels the scene.
             first = index % len(CLASS_LABELS)
             classes.append([first] + [e.class_index for e in scene.events if e.class_index != first])
-        wav = torch.from_numpy(np.stack([s.waveform for s in scenes]))
+        # Peak-normalised as the data pipeline (load_clip) does with every clip a recipe reads: the CLAP must
+        # be trained on the levels it will be asked about.
+        wav = torch.stack([peak_normalize(torch.from_numpy(s.waveform)) for s in scenes])
         logmels.append(frontend(wav))
     return SceneSet(torch.cat(logmels), classes)
 
