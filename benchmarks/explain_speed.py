@@ -122,7 +122,7 @@ class Bench:
         with torch.no_grad(), self.precision():
             _, hidden = self.classifier.embed(self.x, return_hidden=True)
         text = self.classifier.text_embeddings[self.targets]
-        cost = self.time(lambda: interpreter.masks(hidden, text, self.x.shape[1:]), warmup)
+        cost = self.time(lambda: interpreter.masks(hidden, text, self.x), warmup)
         return cost, "decoder only, on the hidden maps of the classification forward (proposed reuse)"
 
     def integrated_gradients(self, warmup):

@@ -257,7 +257,7 @@ def breakdown(setup, batch_size, pairs_per_clip):
                         float((shorter.float() - text.float()).abs().max()))
     pairs = grid_pairs(batch_size, pairs_per_clip, device=device)
     ti, aj = pairs[:, 0], pairs[:, 1]
-    masks = timed("decoder forward", lambda: brain.masks_for([h[aj] for h in hidden], text[ti], x.shape[1:]))
+    masks = timed("decoder forward", lambda: brain.masks_for([h[aj] for h in hidden], text[ti], x[aj]))
     masked = timed("encoder forward, masked (with graph)", lambda: brain.embed_masked(masks * x[aj]))
     loss = timed("loss", lambda: zero_shot_loss(text.float(), audio.float(), masked.float(), masks.float(),
                                                 LAMBDA_REG, LAMBDA_DIV, pairs=pairs)["loss"])

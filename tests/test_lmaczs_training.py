@@ -70,3 +70,22 @@ def test_lmaczs_interpreter_contract(tiny_clap, domain_cls):
     _, hidden = clf.embed(x, return_hidden=True)
     direct = decoder(hidden, clf.text_embeddings[[1, 1, 1]], x.shape[1:])
     assert torch.allclose(interpreter.explain(x, target=1), direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_lmaczs_interpreter_feeds_the_input_skip_the_representation_in_db(tiny_clap, domain_cls):
+    from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
+
+    torch.manual_seed(0)
+    domain = domain_cls(tiny_clap.frontend)
+    clf = ZeroShotClassifier(tiny_clap, make_prompts(["dog", "rain"]), to_logmel=domain.to_logmel)
+    decoder = MaskDecoder(tiny_clap.hidden_channels, tiny_clap.joint_dim, width=16, input_skip=4).eval()
+    with pytest.raises(ValueError, match="masking domain"):
+        LMACZSInterpreter(clf, decoder)
+    interpreter = LMACZSInterpreter(clf, decoder, domain)
+    x = domain.representation(0.3 * torch.randn(2, tiny_clap.clip_samples))
+    masks = interpreter.explain(x, target=1)
+    assert masks.shape == x.shape
+    _, hidden = clf.embed(x, return_hidden=True)
+    direct = decoder(hidden, clf.text_embeddings[[1, 1]], x.shape[1:], skip=domain.to_db(x))
+    assert torch.allclose(masks, direct, atol=1e-6)

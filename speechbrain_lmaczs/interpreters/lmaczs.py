@@ -14,23 +14,31 @@ class LMACZSInterpreter(Interpreter):
         The classifier explained; its ``to_logmel`` must be the masking domain's (the decoder was trained on it).
     decoder : MaskDecoder
         The trained decoder.
+    domain : MaskingDomain, optional
+        The masking domain it was trained on; required when the decoder has an input skip (its ``to_db`` gives the
+        decoder the representation in dB).
     """
 
     normalisation = "none: the decoder's sigmoid output is the mask (on the input grid)"
 
-    def __init__(self, classifier, decoder):
+    def __init__(self, classifier, decoder, domain=None):
         super().__init__(classifier)
+        if getattr(decoder, "input_skip", 0) and domain is None:
+            raise ValueError("This decoder has an input skip: pass the masking domain it was trained on.")
         self.decoder = decoder
+        self.domain = domain
 
     @torch.no_grad()
-    def masks(self, hidden, text, size):
-        """Masks for precomputed hidden maps and target text embeddings (reuse an encoder pass)."""
-        return self.decoder(hidden, text, size)
+    def masks(self, hidden, text, inputs):
+        """Masks for precomputed hidden maps of ``inputs`` (the representation) and target text embeddings (reuse an
+        encoder pass)."""
+        skip = self.domain.to_db(inputs) if getattr(self.decoder, "input_skip", 0) else None
+        return self.decoder(hidden, text, inputs.shape[1:], skip=skip)
 
     @torch.no_grad()
     def saliency(self, inputs, targets):
         _, hidden = self.classifier.embed(inputs, return_hidden=True)
-        return self.masks(hidden, targets.text_embeddings().to(inputs.device), inputs.shape[1:])
+        return self.masks(hidden, targets.text_embeddings().to(inputs.device), inputs)
 
     def to_mask(self, saliency, size):
         if tuple(saliency.shape[1:]) != tuple(size):

@@ -54,9 +54,10 @@ class LMACZSBrain(sb.Brain):
         """Normalised embedding of masked representations (gradient flows to the mask)."""
         return self.modules.clap.encode_audio(self.modules.domain.to_logmel(x))
 
-    def masks_for(self, hidden, text, out_size):
-        """One mask per (hidden maps, text embedding) pair, (batch, time, freq)."""
-        return self.modules.decoder(hidden, text, out_size)
+    def masks_for(self, hidden, text, x):
+        """One mask per (hidden maps, text embedding, representation ``x``) triple, (batch, time, freq)."""
+        skip = self.modules.domain.to_db(x) if self.modules.decoder.input_skip else None
+        return self.modules.decoder(hidden, text, x.shape[1:], skip=skip)
 
     # -- Brain contract ------------------------------------------------------------------------------------------
     def compute_forward(self, batch, stage):
@@ -67,7 +68,7 @@ class LMACZSBrain(sb.Brain):
             text = self.modules.clap.encode_text(list(batch.caption))
         pairs = grid_pairs(wav.shape[0], self.hparams.pairs_per_clip, device=wav.device)
         ti, aj = pairs[:, 0], pairs[:, 1]
-        masks = self.masks_for([h[aj] for h in hidden], text[ti], x.shape[1:])
+        masks = self.masks_for([h[aj] for h in hidden], text[ti], x[aj])
         masked = self.embed_masked(masks * x[aj])
         return {
             "x": x, "audio": audio, "hidden": hidden, "text": text, "pairs": pairs, "masks": masks,
@@ -101,14 +102,14 @@ class LMACZSBrain(sb.Brain):
         probs = logits.softmax(-1)
         top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).indices
         pred = top2[:, 0]
-        mask = self.masks_for(hidden, clf.text_embeddings[pred], x.shape[1:])
+        mask = self.masks_for(hidden, clf.text_embeddings[pred], x)
         masked_in = clf(self.modules.domain.apply_mask(x, mask)).softmax(-1)
         masked_out = clf(self.modules.domain.apply_mask(x, 1.0 - mask)).softmax(-1)
         values = faithfulness_metrics(probs.float(), masked_in.float(), masked_out.float(), mask.float(), pred)
         labels = torch.as_tensor(batch.label, device=pred.device)
         values["accuracy"] = (pred == labels).float() * 100.0
         if top2.shape[1] > 1:
-            second = self.masks_for(hidden, clf.text_embeddings[top2[:, 1]], x.shape[1:])
+            second = self.masks_for(hidden, clf.text_embeddings[top2[:, 1]], x)
             values["prompt_sensitivity"] = (mask - second).abs().flatten(1).mean(-1)
         self.metrics.update(values)
 

@@ -8,8 +8,12 @@ queries; keys and values are ``n_text_tokens`` tokens projected from the joint-s
 
 Choices the paper leaves open, exposed as arguments: attention after every encoder level (``attention_levels``);
 keys/values from the projected joint-space embedding (one interface for every backend: BERT token states are not
-exposed by all of them); widths. The default widths keep the decoder far lighter than the encoder (SpeechBrain's
-L-MAC decoder costs ~10x a CNN14 forward; see the README's measured ratio).
+exposed by all of them); widths; an optional *input skip* (``input_skip``): the masked representation itself, in
+dB and standardised per clip, joins the last full-resolution layer. Without it the finest information the decoder
+has is the shallowest encoder map (CNN14's block 3: 1/8 of the input grid, eight mel bands per cell), so a mask can
+only place an event to within such a cell; with it the mask can follow the event's own bins. The default widths
+keep the decoder far lighter than the encoder (SpeechBrain's L-MAC decoder costs ~10x a CNN14 forward; see the
+README's measured ratio).
 """
 
 import torch
@@ -84,6 +88,8 @@ class MaskDecoder(nn.Module):
         input, back to full resolution); the result is then resized to the exact output grid.
     attention_levels : int
         How many levels, from the deepest, get a cross-attention block (-1: all encoder levels).
+    input_skip : int
+        Channels of the input skip (0: none). With it, :meth:`forward` needs ``skip``, the representation in dB.
 
     Example
     -------
@@ -104,6 +110,7 @@ class MaskDecoder(nn.Module):
         n_heads=4,
         n_final_upsamplings=3,
         attention_levels=-1,
+        input_skip=0,
     ):
         super().__init__()
         hidden_channels = list(hidden_channels)
@@ -131,6 +138,12 @@ class MaskDecoder(nn.Module):
             head += [nn.ConvTranspose2d(ch, nxt, kernel_size=2, stride=2), nn.GroupNorm(1, nxt), nn.GELU()]
             ch = nxt
         self.head = nn.Sequential(*head)
+        self.input_skip = int(input_skip)
+        if self.input_skip < 0:
+            raise ValueError(f"input_skip={input_skip} must be >= 0.")
+        if self.input_skip:
+            self.skip_in = ConvBlock(1, self.input_skip)
+            self.fuse = ConvBlock(ch + self.input_skip, ch)
         self.out = nn.Conv2d(ch, 1, 3, padding=1)
 
     def text_tokens(self, text):
@@ -148,7 +161,7 @@ class MaskDecoder(nn.Module):
             x = x if isinstance(self.attentions[i], nn.Identity) else self.attentions[i](x, tokens)
         return x
 
-    def forward(self, hidden, text, out_size):
+    def forward(self, hidden, text, out_size, skip=None):
         """Mask (batch, time, freq) in [0, 1] for hidden maps and text embeddings of the same batch size.
 
         Parameters
@@ -159,12 +172,24 @@ class MaskDecoder(nn.Module):
             (batch, text_dim) text embeddings, one per item.
         out_size : tuple of int
             (time, freq) of the representation the mask multiplies.
+        skip : torch.Tensor, optional
+            (batch, time, freq) the representation in dB (``domain.to_db(x)``); required with ``input_skip``,
+            ignored without. Standardised per clip here, so its level does not matter.
         """
         if len(hidden) != len(self.laterals):
             raise ValueError(f"MaskDecoder was built for {len(self.laterals)} hidden maps, got {len(hidden)}.")
         if text.shape[0] != hidden[0].shape[0]:
             raise ValueError("hidden maps and text embeddings must have the same batch size.")
         x = self.decode_features(hidden, self.text_tokens(text))
-        x = self.head(x)
-        logits = self.out(_resize(x, out_size))
+        x = _resize(self.head(x), out_size)
+        if self.input_skip:
+            if skip is None or skip.shape[0] != x.shape[0] or skip.dim() != 3:
+                raise ValueError(
+                    "This decoder was built with input_skip: pass skip, the (batch, time, freq) representation in dB."
+                )
+            flat = skip.flatten(1)
+            mean, std = flat.mean(-1)[:, None, None], flat.std(-1)[:, None, None]
+            s = _resize(((skip - mean) / (std + 1e-5))[:, None], out_size)
+            x = self.fuse(torch.cat([x, self.skip_in(s)], dim=1))
+        logits = self.out(x)
         return torch.sigmoid(logits[:, 0])

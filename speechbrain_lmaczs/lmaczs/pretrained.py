@@ -41,7 +41,7 @@ class TrainedLMACZS(nn.Module):
 
     def interpreter(self, classifier):
         """The LMAC-ZS interpreter (same API as the baselines) for ``classifier``."""
-        return LMACZSInterpreter(classifier, self.decoder)
+        return LMACZSInterpreter(classifier, self.decoder, self.domain)
 
 
 def load_trained(folder, overrides=None, device="cpu", min_key="loss"):

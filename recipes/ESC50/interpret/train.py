@@ -67,7 +67,7 @@ if __name__ == "__main__":
     run_on_main(
         write_explanations,
         kwargs={
-            "interpreter": LMACZSInterpreter(classifier, brain.modules.decoder),
+            "interpreter": LMACZSInterpreter(classifier, brain.modules.decoder, brain.modules.domain),
             "domain": brain.modules.domain,
             "dataset": datasets["valid"],
             "folder": hparams["explanations_folder"],
