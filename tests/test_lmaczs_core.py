@@ -120,6 +120,29 @@ def test_decoder_rejects_wrong_number_of_maps():
         dec([torch.randn(1, 8, 4, 4)], torch.randn(1, 3), (8, 8))
 
 
+
+def test_decoder_input_skip_sees_the_input_at_full_resolution_whatever_its_level():
+    torch.manual_seed(0)
+    shapes = [(16, 11, 2), (8, 22, 4)]
+    dec = MaskDecoder([s[0] for s in shapes], text_dim=6, width=16, n_final_upsamplings=1, input_skip=4).eval()
+    hidden = [torch.randn(2, *s) for s in shapes]
+    text = torch.randn(2, 6)
+    skip = torch.randn(2, 44, 8)
+    mask = dec(hidden, text, (44, 8), skip=skip)
+    assert mask.shape == (2, 44, 8) and mask.min() >= 0 and mask.max() <= 1
+    # one bin of the input changes the mask around that bin, below the resolution of the encoder maps (1/2 here)
+    poked = skip.clone()
+    poked[:, 20, 3] += 10.0
+    change = (dec(hidden, text, (44, 8), skip=poked) - mask).abs()
+    # (far bins move a little: the per-clip standardisation and the group norms are global)
+    near, far = change[:, 18:23, 1:6].amax(dim=(1, 2)), change[:, :10].amax(dim=(1, 2))
+    assert (near > 3 * far).all()
+    # standardised per clip: the level (dB offset, gain) of the representation does not change the mask
+    assert torch.allclose(dec(hidden, text, (44, 8), skip=3.0 * skip - 40.0), mask, atol=1e-5)
+    with pytest.raises(ValueError, match="input_skip"):
+        dec(hidden, text, (44, 8))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Masking domains and listenable output
 
@@ -140,6 +163,22 @@ def test_listen_all_ones_reproduces_input_and_zeros_give_silence(domain_cls):
     assert ones.shape == reference.shape
     assert _snr_db(reference, ones) > 40
     assert float(zeros.abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_db_offset_puts_silence_at_zero_so_a_zero_mask_is_silence_in_both_domains(domain_cls):
+    plain = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0, db_offset=100.0)
+    wav = 0.3 * torch.randn(1, 32000)
+    assert torch.allclose(fe(wav), plain(wav) + 100.0)
+    assert float(fe(torch.zeros(1, 32000)).abs().max()) == 0.0  # the amin floor (1e-10) is 0 dB
+    dom = domain_cls(fe)
+    x = dom.representation(wav)
+    silent = dom.to_logmel(dom.apply_mask(x, torch.zeros_like(x)))
+    assert float(silent.abs().max()) == 0.0
+    # without the offset a zero Mel mask gives 0 dB, 100 dB above silence
+    if domain_cls is MelMasking:
+        assert float(plain(torch.zeros(1, 32000)).max()) == -100.0
 
 
 @pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])

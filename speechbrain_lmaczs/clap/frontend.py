@@ -33,6 +33,11 @@ class LogMelFrontend(nn.Module):
         ``"slaney"`` or ``"htk"``.
     amin : float
         Floor of the power before the log, as in ``10 * log10(max(x, amin))``.
+    db_offset : float
+        Added to every dB value (0 in the released models). ``-10 * log10(amin)`` (100 for the default ``amin``)
+        puts silence at 0 dB and everything else above it, so that a mask multiplying the log-mel (Mel masking)
+        attenuates towards silence: with the released models' convention a zero mask sets a bin to 0 dB, which is
+        louder than the quiet parts of most clips (about -30 dB for a peak-normalised clip's background).
 
     Example
     -------
@@ -53,6 +58,7 @@ class LogMelFrontend(nn.Module):
         mel_norm="slaney",
         mel_scale="slaney",
         amin=1e-10,
+        db_offset=0.0,
     ):
         super().__init__()
         self.sample_rate = int(sample_rate)
@@ -63,6 +69,7 @@ class LogMelFrontend(nn.Module):
         self.f_max = float(f_max)
         self.clip_seconds = float(clip_seconds)
         self.amin = float(amin)
+        self.db_offset = float(db_offset)
         self.mel_norm = mel_norm
         self.mel_scale = mel_scale
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
@@ -118,8 +125,12 @@ class LogMelFrontend(nn.Module):
 
     def mel_from_power(self, power):
         """Log-mel in dB from a linear-frequency power spectrogram."""
-        mel = torch.matmul(power, self.mel_fbank)
-        return 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
+        return self.to_db(torch.matmul(power, self.mel_fbank))
+
+    def to_db(self, mel):
+        """Mel power -> dB, with this front-end's floor and offset."""
+        db = 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
+        return db + self.db_offset if self.db_offset else db
 
     def forward(self, wav):
         """Log-mel spectrogram in dB, (batch, time, n_mels)."""
@@ -138,4 +149,5 @@ class LogMelFrontend(nn.Module):
             "mel_norm": self.mel_norm,
             "mel_scale": self.mel_scale,
             "amin": self.amin,
+            "db_offset": self.db_offset,
         }

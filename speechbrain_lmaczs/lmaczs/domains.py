@@ -265,7 +265,7 @@ class STFTMasking(MaskingDomain):
             # Frame counts differ only when the two hops are not in an exact ratio: resample the time axis.
             mel = nn.functional.interpolate(mel.transpose(1, 2), size=target, mode="linear", align_corners=True)
             mel = mel.transpose(1, 2)
-        return 10.0 * torch.log10(torch.clamp(mel, min=self.frontend.amin))
+        return self.frontend.to_db(mel)
 
     @property
     def expected_frames(self):
