@@ -13,10 +13,13 @@ from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.small_clap import (
     ACCURACY_NAME,
     OPTIONS_NAME,
+    BACKGROUND_CAPTION,
     _locked_accuracy,
     _locked_features,
+    _with_carved_copies,
     build_small_clap,
     caption_vocabulary,
+    carve_events,
     contrastive_loss,
     event_set_id,
     sample_caption,
@@ -94,6 +97,8 @@ def test_captions_cover_events_and_vocabulary():
             assert tokenizer.unk_token_id not in tokenizer(caption)["input_ids"]
     for label in CLASS_LABELS:
         assert tokenizer.unk_token_id not in tokenizer(prompt_for(label))["input_ids"]
+    empty = sample_caption([], rng)
+    assert BACKGROUND_CAPTION in empty and tokenizer.unk_token_id not in tokenizer(empty)["input_ids"]
     assert {"this", "sound", "and"} <= vocabulary
     assert event_set_id([4, 2]) == event_set_id([2, 4]) != event_set_id([2])
 
@@ -106,6 +111,29 @@ def test_scene_labels_are_the_first_drawn_event():
     assert all(len(set(c)) == len(c) for c in scenes.classes)
     with pytest.raises(ValueError, match="do not match the front-end"):
         synthetic_logmels(fe, 2, 0, "train", SceneConfig(16000, 3.0))
+
+
+def test_carving_silences_exactly_one_events_dilated_support_and_drops_its_class():
+    fe = tiny_frontend()
+    scenes = synthetic_logmels(fe, 12, 0, "train", SceneConfig(16000, 2.0, n_events=(1, 3)), occupancy=True)
+    assert scenes.occupancy.shape == scenes.logmels.shape and scenes.occupancy.dtype == torch.int8
+    for owner, classes in zip(scenes.occupancy, scenes.classes):
+        assert set(owner.unique().tolist()) - {0} == {c + 1 for c in classes}  # every event has a support
+    floor = float(fe.to_db(torch.zeros(())))
+    both = _with_carved_copies(scenes, floor, torch.Generator().manual_seed(0))
+    assert len(both) == 24 and torch.equal(both.logmels[:12], scenes.logmels)
+    for i in range(12):
+        gone = set(scenes.classes[i]) - set(both.classes[12 + i])
+        assert len(gone) == 1 and set(both.classes[12 + i]) < set(scenes.classes[i])
+        (cls,) = gone
+        region = F.max_pool2d((scenes.occupancy[i] == cls + 1).float()[None, None], 3, 1, 1)[0, 0].bool()
+        carved = both.logmels[12 + i]
+        assert torch.all(carved[region] == floor)
+        assert torch.equal(carved[~region], scenes.logmels[i][~region])
+    # prob 0 changes nothing
+    targets = torch.ones(12, len(CLASS_LABELS))
+    same, kept = carve_events(scenes.logmels, targets, scenes.occupancy, 0.0, floor, torch.Generator())
+    assert torch.equal(same, scenes.logmels) and torch.equal(kept, targets)
 
 
 def test_tiny_run_saves_a_model_that_loads_back(tiny_run):
