@@ -51,7 +51,7 @@ class ZeroShotClassifier(nn.Module):
         self.clap = clap
         self.to_logmel = to_logmel if to_logmel is not None else nn.Identity()
         self.use_logit_scale = bool(use_logit_scale)
-        logger.info("Zero-shot logits use %s", "exp(logit_scale) * cosine" if use_logit_scale else "raw cosine")
+        logger.debug("Zero-shot logits use %s", "exp(logit_scale) * cosine" if use_logit_scale else "raw cosine")
         self.set_prompts(prompts)
 
     @torch.no_grad()
