@@ -250,6 +250,16 @@ def test_explain_works_under_no_grad(toy):
         torch.testing.assert_close(ig.explain(x), expected)
 
 
+def test_gradcam_plusplus_runs_under_bf16_autocast(toy):
+    # numpy has no bfloat16: the hooked activations and gradients must be cast before pytorch-grad-cam sees them.
+    x, target = toy_inputs(), torch.tensor([1, 1, 0])
+    expected = GradCAMPlusPlus(toy).explain(x, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        masks = GradCAMPlusPlus(toy).explain(x, target)
+    assert masks.shape == expected.shape and torch.isfinite(masks).all()
+    assert float((masks.float() - expected).abs().mean()) < 0.05
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Known answers on the toy model
 

@@ -18,8 +18,14 @@ class LayerGridGradCAMPlusPlus(GradCAMPlusPlus):
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
         activations = single_map(self.activations_and_grads.activations)
         gradients = single_map(self.activations_and_grads.gradients, "gradient of the CAM layer output")
+        # float(): under bf16 autocast the hooked tensors are bfloat16, which numpy cannot hold.
         return self.get_cam_image(
-            input_tensor, self.target_layers[0], targets, activations.numpy(), gradients.numpy(), eigen_smooth
+            input_tensor,
+            self.target_layers[0],
+            targets,
+            activations.float().numpy(),
+            gradients.float().numpy(),
+            eigen_smooth,
         )
 
     def aggregate_multi_layers(self, cam_per_target_layer):
