@@ -1,6 +1,7 @@
 """End-to-end runs of the training recipe on tests/samples with a tiny random CLAP."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run_train_recipe
 import soundfile as sf
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,37 @@ def test_train_resumes_mid_epoch_after_being_killed(tmp_path):
     # The checkpoint seen may be one step behind the one written just before the kill.
     assert killed_at - 1 <= step <= killed_at + 1 and step >= 1
     assert "test loss" in (out / "train_log.txt").read_text()
+
+
+def test_half_written_checkpoints_are_set_aside_and_the_last_complete_one_is_resumed(tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
+
+    def checkpointer():
+        return Checkpointer(tmp_path / "save", recoverables={"decoder": torch.nn.Linear(3, 2),
+                                                             "counter": EpochCounter(5)})
+
+    writer = checkpointer()
+    writer.recoverables["decoder"].weight.data.fill_(7.0)
+    good = writer.save_checkpoint(name="good")  # folder CKPT+good
+    # what a kill leaves: an empty CKPT.yaml; a missing parameter file; a truncated one (torch.save writes a zip)
+    for name in ("CKPT+z1", "CKPT+z2", "CKPT+z3"):
+        shutil.copytree(good.path, tmp_path / "save" / name)
+    (tmp_path / "save" / "CKPT+z1" / "CKPT.yaml").write_text("")
+    (tmp_path / "save" / "CKPT+z2" / "counter.ckpt").unlink()
+    decoder_file = tmp_path / "save" / "CKPT+z3" / "decoder.ckpt"
+    decoder_file.write_bytes(decoder_file.read_bytes()[:200])
+    # the newest (z1, empty meta) is what made SpeechBrain's recovery fail before
+    with pytest.raises(TypeError):
+        checkpointer().recover_if_possible()
+
+    reader = checkpointer()
+    moved = set_aside_incomplete_checkpoints(reader)
+    assert sorted(p.name for p in moved) == ["incomplete-CKPT+z1", "incomplete-CKPT+z2", "incomplete-CKPT+z3"]
+    assert all(p.is_dir() for p in moved)  # kept, only renamed
+    ckpt = reader.recover_if_possible()
+    assert ckpt.path.name == "CKPT+good"
+    assert torch.all(reader.recoverables["decoder"].weight == 7.0)
+    assert set_aside_incomplete_checkpoints(reader) == []

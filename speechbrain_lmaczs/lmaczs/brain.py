@@ -4,8 +4,10 @@ import logging
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
+from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
 from speechbrain_lmaczs.lmaczs.loss import grid_pairs, zero_shot_loss
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
@@ -159,3 +161,6 @@ class LMACZSBrain(sb.Brain):
         self.optimizers_dict = {"opt_class": self.optimizer}
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("optimizer", self.optimizer)
+            # Brain.on_fit_start resumes right after this, now that every recoverable is registered: first set
+            # aside any checkpoint a killed run left half-written.
+            run_on_main(set_aside_incomplete_checkpoints, args=[self.checkpointer])

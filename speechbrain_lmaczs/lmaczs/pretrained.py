@@ -10,6 +10,7 @@ from torch import nn
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
+from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def load_trained(folder, overrides=None, device="cpu", min_key="loss"):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, all_overrides)
     checkpointer = Checkpointer(os.path.join(folder, "save"), recoverables={"decoder": hparams["decoder"]})
+    set_aside_incomplete_checkpoints(checkpointer)
     ckpt = checkpointer.recover_if_possible(min_key=min_key)
     if ckpt is None:
         raise FileNotFoundError(f"No checkpoint under {os.path.join(folder, 'save')}: has train.py finished an epoch?")
