@@ -23,7 +23,7 @@ class LMACZSInterpreter(Interpreter):
 
     def __init__(self, classifier, decoder, domain=None):
         super().__init__(classifier)
-        if getattr(decoder, "input_skip", 0) and domain is None:
+        if decoder.input_skip and domain is None:
             raise ValueError("This decoder has an input skip: pass the masking domain it was trained on.")
         self.decoder = decoder
         self.domain = domain
@@ -32,8 +32,7 @@ class LMACZSInterpreter(Interpreter):
     def masks(self, hidden, text, inputs):
         """Masks for precomputed hidden maps of ``inputs`` (the representation) and target text embeddings (reuse an
         encoder pass)."""
-        skip = self.domain.to_db(inputs) if getattr(self.decoder, "input_skip", 0) else None
-        return self.decoder(hidden, text, inputs.shape[1:], skip=skip)
+        return self.decoder.for_representation(hidden, text, inputs, self.domain)
 
     @torch.no_grad()
     def saliency(self, inputs, targets):

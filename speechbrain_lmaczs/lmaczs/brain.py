@@ -58,8 +58,7 @@ class LMACZSBrain(sb.Brain):
 
     def masks_for(self, hidden, text, x):
         """One mask per (hidden maps, text embedding, representation ``x``) triple, (batch, time, freq)."""
-        skip = self.modules.domain.to_db(x) if self.modules.decoder.input_skip else None
-        return self.modules.decoder(hidden, text, x.shape[1:], skip=skip)
+        return self.modules.decoder.for_representation(hidden, text, x, self.modules.domain)
 
     # -- Brain contract ------------------------------------------------------------------------------------------
     def compute_forward(self, batch, stage):

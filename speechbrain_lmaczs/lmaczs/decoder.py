@@ -161,6 +161,11 @@ class MaskDecoder(nn.Module):
             x = x if isinstance(self.attentions[i], nn.Identity) else self.attentions[i](x, tokens)
         return x
 
+    def for_representation(self, hidden, text, x, domain):
+        """Masks on the grid of the representation ``x`` of ``domain`` (what the Brain and the interpreter call):
+        :meth:`forward` with ``out_size`` from ``x`` and, with an input skip, ``skip = domain.to_db(x)``."""
+        return self(hidden, text, x.shape[1:], skip=domain.to_db(x) if self.input_skip else None)
+
     def forward(self, hidden, text, out_size, skip=None):
         """Mask (batch, time, freq) in [0, 1] for hidden maps and text embeddings of the same batch size.
 
