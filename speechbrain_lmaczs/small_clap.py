@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.clap import l2_normalize, load_clap
+from speechbrain_lmaczs.clap.base import cumulative_batch_norm_statistics
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.clap.msclap import CONFIG_NAME, MSCLAP2022, build_word_tokenizer
 from speechbrain_lmaczs.data.pipeline import peak_normalize
@@ -596,7 +597,7 @@ def train_small_clap(
             contrastive_set = train
             if carve_prob > 0:
                 # Every training scene once more with one event silenced, captioned by what is left.
-                contrastive_set = _with_carved_copies(train, float(model.frontend.to_db(torch.zeros(()))), generator)
+                contrastive_set = _with_carved_copies(train, model.frontend.silence_db, generator)
             log["contrastive"] = _train_contrastive(
                 model, contrastive_set, valid, epochs, batch_size, float(lr), generator, rng, locked=True
             )
@@ -616,7 +617,7 @@ def train_small_clap(
         loaded = load_clap("msclap", str(folder))
         accuracy = zero_shot_accuracy(loaded, test)
         log["accuracy"] = accuracy
-        silence = float(frontend.to_db(torch.zeros(())))
+        silence = frontend.silence_db
         silenced = test.logmels.masked_fill(test.occupancy > 0, silence)
         log["silenced_accuracy"] = zero_shot_accuracy(loaded, SceneSet(silenced, test.classes))
         log["total_seconds"] = round(time.time() - wall0, 1)
@@ -698,17 +699,10 @@ def _recompute_batch_norm_statistics(model, logmels, batch_size):
     the eval-mode statistics would not match the network, and every clip would get about the same embedding.
     """
     norms = [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in norms]
     model.eval()
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the batches below
-        bn.train()
-    for start in range(0, len(logmels), batch_size):
-        _clip_features(model, logmels[start : start + batch_size])
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
-    model.eval()
+    with cumulative_batch_norm_statistics(norms):
+        for start in range(0, len(logmels), batch_size):
+            _clip_features(model, logmels[start : start + batch_size])
 
 
 def carve_events(logmels, targets, occupancy, prob, floor_db, generator):
@@ -782,7 +776,7 @@ def _train_tagging(model, train, valid, epochs, batch_size, lr, generator, carve
     targets = torch.zeros(len(train), base.fc_audioset.out_features)
     for row, classes in enumerate(train.classes):
         targets[row, classes] = 1.0
-    floor_db = float(model.frontend.to_db(torch.zeros(())))
+    floor_db = model.frontend.silence_db
     optimizer = torch.optim.Adam(base.parameters(), lr=lr)
     scheduler = _schedule(optimizer, epochs * _n_batches(len(train), batch_size))
     history = []

@@ -172,6 +172,7 @@ def test_db_offset_puts_silence_at_zero_so_a_zero_mask_is_silence_in_both_domain
     wav = 0.3 * torch.randn(1, 32000)
     assert torch.allclose(fe(wav), plain(wav) + 100.0)
     assert float(fe(torch.zeros(1, 32000)).abs().max()) == 0.0  # the amin floor (1e-10) is 0 dB
+    assert fe.silence_db == 0.0 and plain.silence_db == -100.0
     dom = domain_cls(fe)
     x = dom.representation(wav)
     silent = dom.to_logmel(dom.apply_mask(x, torch.zeros_like(x)))

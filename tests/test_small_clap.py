@@ -119,7 +119,7 @@ def test_carving_silences_exactly_one_events_dilated_support_and_drops_its_class
     assert scenes.occupancy.shape == scenes.logmels.shape and scenes.occupancy.dtype == torch.int8
     for owner, classes in zip(scenes.occupancy, scenes.classes):
         assert set(owner.unique().tolist()) - {0} == {c + 1 for c in classes}  # every event has a support
-    floor = float(fe.to_db(torch.zeros(())))
+    floor = fe.silence_db
     both = _with_carved_copies(scenes, floor, torch.Generator().manual_seed(0))
     assert len(both) == 24 and torch.equal(both.logmels[:12], scenes.logmels)
     for i in range(12):

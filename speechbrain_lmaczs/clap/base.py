@@ -13,6 +13,7 @@ A backend is a frozen-able ``nn.Module`` that owns
 """
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -87,3 +88,33 @@ class CLAPBackend(nn.Module, ABC):
 def l2_normalize(x, eps=1e-12):
     """Unit-norm rows (last dimension)."""
     return torch.nn.functional.normalize(x, dim=-1, eps=eps)
+
+
+@contextmanager
+def cumulative_batch_norm_statistics(norms):
+    """Re-measure the running statistics of the BatchNorm layers ``norms`` over the batches run inside the block.
+
+    On entry each layer forgets its statistics and switches to train mode with ``momentum=None`` (a plain
+    cumulative average over the batches that pass); on exit its momentum is restored and it is back in eval mode.
+    Used to calibrate random tiny models and to re-measure a trained tower's statistics.
+
+    Example
+    -------
+    >>> bn = nn.BatchNorm1d(1)
+    >>> with cumulative_batch_norm_statistics([bn]):
+    ...     _ = bn(torch.tensor([[1.0], [3.0]])); _ = bn(torch.tensor([[5.0], [7.0]]))
+    >>> float(bn.running_mean[0]), bn.momentum, bn.training
+    (4.0, 0.1, False)
+    """
+    norms = list(norms)
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    try:
+        yield
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+            bn.eval()

@@ -132,6 +132,11 @@ class LogMelFrontend(nn.Module):
         db = 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
         return db + self.db_offset if self.db_offset else db
 
+    @property
+    def silence_db(self):
+        """The value of a silent bin of the log-mel (the power floor ``amin`` in dB, plus ``db_offset``)."""
+        return float(self.to_db(torch.zeros(())))
+
     def forward(self, wav):
         """Log-mel spectrogram in dB, (batch, time, n_mels)."""
         return self.mel_from_power(self.power(wav))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_lmaczs.clap import CLAPLoadError
-from speechbrain_lmaczs.clap.base import CLAPBackend, l2_normalize
+from speechbrain_lmaczs.clap.base import CLAPBackend, cumulative_batch_norm_statistics, l2_normalize
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 
 logger = logging.getLogger(__name__)
@@ -530,14 +530,8 @@ class MSCLAP2022(CLAPBackend):
         base.bn0.running_var.fill_(100.0)
         self.eval()
         block_norms = [m for name, m in base.named_modules() if name.startswith("conv_block") and "bn" in name]
-        for bn in block_norms:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        base.conv_maps(self.frontend(wavs).unsqueeze(1))
-        for bn in block_norms:
-            bn.momentum = 0.1
-        self.eval()
+        with cumulative_batch_norm_statistics(block_norms):
+            base.conv_maps(self.frontend(wavs).unsqueeze(1))
 
 
 def build_word_tokenizer(words):
