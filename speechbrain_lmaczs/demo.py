@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from speechbrain_lmaczs.classifier import make_prompts
+from speechbrain_lmaczs.data.manifest import _write_json_atomic
 from speechbrain_lmaczs.evaluation import METHODS, EvalSettings, evaluate
 from speechbrain_lmaczs.lmaczs.pretrained import load_trained
 from speechbrain_lmaczs.scene_benchmark import localisation, scene_figure
@@ -61,10 +62,7 @@ def canonical_prompt_labels(manifest_path, out_path):
         data = json.load(f)
     for entry in data.values():
         entry["class_string"] = EVENT_CLASSES[int(entry["classID"])].captions[0]
-    tmp = f"{out_path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, out_path)
+    _write_json_atomic(out_path, data)
     return out_path
 
 

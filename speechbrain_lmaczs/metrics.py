@@ -416,19 +416,42 @@ def localisation_iou(masks, supports):
     [0.3333333432674408]
     """
     masks, supports = _check_supports(masks, supports)
-    flat_m, flat_s = masks.flatten(1).to(torch.float64), supports.flatten(1)
-    out = torch.empty(masks.shape[0], dtype=_float_dtype(masks), device=masks.device)
-    for i in range(masks.shape[0]):
-        k = int(flat_s[i].sum())
-        if k == 0:
-            out[i] = float("nan")
-            continue
-        predicted = torch.zeros_like(flat_s[i])
-        predicted[torch.topk(flat_m[i], k, sorted=False).indices] = True
-        inter = (predicted & flat_s[i]).sum()
-        union = (predicted | flat_s[i]).sum()
-        out[i] = float(inter) / float(union)
-    return out
+    flat_s = supports.flatten(1)
+    counts = flat_s.sum(-1)
+    predicted = top_k_region(masks.to(torch.float64), counts).flatten(1)
+    inter = (predicted & flat_s).sum(-1).to(torch.float64)
+    union = (predicted | flat_s).sum(-1).to(torch.float64)
+    iou = torch.where(counts > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
+    return iou.to(_float_dtype(masks))
+
+
+def top_k_region(masks, counts):
+    """Boolean region of each mask's ``counts[i]`` largest bins (ties broken by position; 0 gives an empty region).
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (batch, ...) masks.
+    counts : sequence of int
+        (batch,) bins to keep per mask.
+
+    Returns
+    -------
+    torch.Tensor
+        bool, shaped like ``masks``.
+
+    Example
+    -------
+    >>> top_k_region(torch.tensor([[0.2, 0.9, 0.5], [0.1, 0.0, 0.3]]), [2, 0]).tolist()
+    [[False, True, True], [False, False, False]]
+    """
+    flat = masks.flatten(1)
+    region = torch.zeros(flat.shape, dtype=torch.bool, device=masks.device)
+    for i in range(flat.shape[0]):
+        k = int(counts[i])
+        if k > 0:
+            region[i, torch.topk(flat[i], k, sorted=False).indices] = True
+    return region.reshape(masks.shape)
 
 
 def pointing_game(masks, supports):

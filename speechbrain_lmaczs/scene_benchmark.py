@@ -17,19 +17,9 @@ from tqdm import tqdm
 
 from speechbrain_lmaczs.data import load_clip, read_manifest
 from speechbrain_lmaczs.evaluation import make_interpreter
-from speechbrain_lmaczs.metrics import MetricAccumulator, localisation_metrics
+from speechbrain_lmaczs.metrics import MetricAccumulator, localisation_metrics, top_k_region
 
 logger = logging.getLogger(__name__)
-
-
-def top_region(masks, share):
-    """Boolean (batch, time, freq): each mask's largest ``share[i]`` fraction of bins (at least one bin)."""
-    flat = masks.flatten(1)
-    region = torch.zeros_like(flat, dtype=torch.bool)
-    for i in range(flat.shape[0]):
-        k = max(1, int(round(float(share[i]) * flat.shape[1])))
-        region[i, torch.topk(flat[i], k, sorted=False).indices] = True
-    return region.reshape(masks.shape)
 
 
 def region_iou(a, b):
@@ -116,11 +106,12 @@ def localisation(model, manifest, classes, methods, interpreter_options=None, ba
                 per_event.append((masks, support))
                 mix_acc.update({f"{k}_mix": v for k, v in localisation_metrics(masks, support).items()})
             (m0, s0), (m1, s1) = per_event
-            share0 = s0.flatten(1).float().mean(-1)
-            share1 = s1.flatten(1).float().mean(-1)
+            # each prompt's top-k region, k = its event's support size (at least one bin)
+            top0 = top_k_region(m0, s0.flatten(1).sum(-1).clamp(min=1))
+            top1 = top_k_region(m1, s1.flatten(1).sum(-1).clamp(min=1))
             overlap_acc.update(
                 {
-                    "mask_overlap_mix": region_iou(top_region(m0, share0), top_region(m1, share1)),
+                    "mask_overlap_mix": region_iou(top0, top1),
                     "support_overlap_mix": region_iou(s0, s1),
                 }
             )
@@ -165,14 +156,14 @@ def scene_figure(model, entry, classes, methods, path, interpreter_options=None,
                              squeeze=False)
     seconds = model.clap.clip_samples / model.clap.sample_rate
     extent = [0, seconds, 0, x.shape[-1]]
+    interpreters = [make_interpreter(m, classifier, model, (interpreter_options or {}).get(m)) for m in methods]
     for row, event in enumerate(events):
         ax = axes[row, 0]
         ax.imshow(x[0].T.numpy(), origin="lower", aspect="auto", extent=extent, cmap="magma")
         ax.contour(supports[row].T, levels=[0.5], colors="cyan", linewidths=0.8, origin="lower", extent=extent)
         ax.set_title(f"{event['label']} (support)", fontsize=8)
         target = torch.tensor([int(event["classID"])])
-        for col, method in enumerate(methods, start=1):
-            interpreter = make_interpreter(method, classifier, model, (interpreter_options or {}).get(method))
+        for col, (method, interpreter) in enumerate(zip(methods, interpreters), start=1):
             mask = interpreter.explain(x, target)[0]
             ax = axes[row, col]
             ax.imshow(mask.T.numpy(), origin="lower", aspect="auto", extent=extent, vmin=0, vmax=1, cmap="viridis")
