@@ -212,9 +212,21 @@ class Cost:
     def __add__(self, other):
         return Cost(self.wall + other.wall, self.cpu + other.cpu)
 
+    def ratio_to_forwards(self, around):
+        """(wall, CPU) ratio of this cost to the mean of two forwards whose summed cost is ``around``."""
+        return 2 * self.wall / around.wall, 2 * self.cpu / around.cpu
+
     def scaled(self, factor):
         """This cost times ``factor`` (work measured on a part, scaled up linearly)."""
         return Cost(self.wall * factor, self.cpu * factor)
+
+
+def require_at_least_one(parser, args, *names):
+    """``parser.error`` for the first option among ``names`` that is set (not None) and below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def time_call(fn, device):

@@ -196,9 +196,13 @@ def verdict(rows, backend):
 
 
 def _mask_kb(backend):
-    # (frames, mels) of one clip of each backend's front-end, float32
-    frames, mels = (690, 64) if backend == "msclap" else (1001, 64)
-    return frames * mels * 4 / 1024
+    """KB of one float32 mask on the log-mel grid of the released front-end of ``backend``."""
+    from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+    from speechbrain_lmaczs.clap.laion import LAION_FRONTEND
+    from speechbrain_lmaczs.clap.msclap import default_frontend
+
+    frontend = default_frontend() if backend == "msclap" else LogMelFrontend(**LAION_FRONTEND)
+    return frontend.n_frames * frontend.n_mels * 4 / 1024
 
 
 if __name__ == "__main__":

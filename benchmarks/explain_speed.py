@@ -224,7 +224,6 @@ def run_backend(backend, args, device):
         rows += batch_rows
         if args.profile:
             _profile(bench, backend, args)
-    del clap, decoder, classifier
     return rows
 
 
@@ -240,8 +239,9 @@ def _row(method, backend, batch, costs, references, note, args, device, precisio
         forward_wall = wall
     else:
         # mean of the two forwards = sum / 2
-        ratio = statistics.median(2 * c.wall / r.wall for c, r in zip(costs, references))
-        cpu_ratio = statistics.median(2 * c.cpu / r.cpu for c, r in zip(costs, references))
+        ratios = [c.ratio_to_forwards(r) for c, r in zip(costs, references)]
+        ratio = statistics.median(w for w, _ in ratios)
+        cpu_ratio = statistics.median(c for _, c in ratios)
         forward_wall = statistics.median(r.wall / 2 for r in references)
     return {
         "method": method,
@@ -299,8 +299,7 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="also write torch.profiler tables of the forward and of LMAC-ZS to <out>_profile.md.")
     args = parser.parse_args(argv)
-    if args.repeats is not None and args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+    common.require_at_least_one(parser, args, "repeats")
     cuda = args.device.startswith("cuda")
     common.resolve_quick(args, batches=([1, 2], [1, 16]), repeats=(1, None))
     if args.path_points is None:
@@ -309,9 +308,7 @@ def parse_args(argv=None):
         args.scorecam_channels = 64 if cuda else 16
     if args.scorecam_clips is None:
         args.scorecam_clips = 10**9 if cuda else 1
-    for name in ("path_points", "scorecam_channels", "scorecam_clips"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    common.require_at_least_one(parser, args, "path_points", "scorecam_channels", "scorecam_clips")
     return args
 
 

@@ -159,8 +159,7 @@ def measure(setup, batch_size, pairs_per_clip, fwdbwd, args):
 def _row(setup, batch_size, pairs_per_clip, n_pairs, steps, forwards, fwdbwd, peak_mb, step_mb, note):
     """A CSV row from the step costs, the forwards around them (one more than steps) and the forward-backward."""
     step = statistics.median(s.wall for s in steps)
-    ratios = [2 * s.wall / (a.wall + b.wall) for s, a, b in zip(steps, forwards, forwards[1:])]
-    cpu_ratios = [2 * s.cpu / (a.cpu + b.cpu) for s, a, b in zip(steps, forwards, forwards[1:])]
+    ratios, cpu_ratios = zip(*(s.ratio_to_forwards(a + b) for s, a, b in zip(steps, forwards, forwards[1:])))
     forward = statistics.median(f.wall for f in forwards)
     cpu_forward = statistics.median(f.cpu for f in forwards)
     # lower bound of a step: one forward of the B clips + one forward-backward per masked pair
@@ -241,8 +240,7 @@ def breakdown(setup, batch_size, pairs_per_clip):
             cost = common.time_call(lambda: result.setdefault("out", fn()), device)
         forwards.append(setup.forward(x_ref))
         before, after = forwards[-2], forwards[-1]
-        stages.append((name, cost, 2 * cost.wall / (before.wall + after.wall),
-                       2 * cost.cpu / (before.cpu + after.cpu)))
+        stages.append((name, cost, *cost.ratio_to_forwards(before + after)))
         return result["out"]
 
     x, audio, hidden = timed("encoder forward, unmasked (no grad)", lambda: brain.encode(wav))
@@ -301,8 +299,7 @@ def parse_args(argv=None):
     common.resolve_quick(args, batches=([2, 4], [2, 8, 32]), repeats=(1, None))
     if args.max_pairs is None:
         args.max_pairs = 256 if args.device.startswith("cuda") else 16
-    if args.repeats is not None and args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+    common.require_at_least_one(parser, args, "repeats")
     return args
 
 
