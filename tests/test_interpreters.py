@@ -412,9 +412,11 @@ def test_normalisation_is_recorded():
     for name in BASELINES:
         interpreter = build_interpreter(name, classifier)
         expected = "relu" if "cam" in name else "abs"
-        assert interpreter.normalisation.startswith(expected + " -> ")
-        assert interpreter.normalisation.endswith("/ per-clip max (eps 1e-12)")
-    assert "upsample(bilinear)" in GradCAM(classifier, upsample_mode="bilinear").normalisation
+        assert interpreter.normalization.startswith(expected + " -> ")
+        assert interpreter.normalization.endswith("/ per-clip max (eps 1e-12)")
+    assert "upsample(bilinear)" in GradCAM(classifier, upsample_mode="bilinear").normalization
+    # the former (British) name still answers, for code written against it
+    assert GradCAM(classifier).normalisation == GradCAM(classifier).normalization
 
 
 def test_interpreters_need_a_zero_shot_classifier():

@@ -3,10 +3,16 @@
 ``build_interpreter(name, classifier, **options).explain(inputs, target=None)`` returns (batch, time, freq)
 masks in [0, 1] on the input grid. ``target`` is None (the predicted class), a class index (int or LongTensor of
 shape (batch,)), a prompt, or one prompt per clip. Each interpreter records how its raw saliency became a mask in
-its ``normalisation`` attribute.
+its ``normalization`` attribute.
 
->>> sorted(INTERPRETERS)
-['gradcam', 'gradcam++', 'gscorecam', 'ig', 'lmaczs', 'scorecam', 'smoothgrad']
+:data:`INTERPRETERS` is the one list of methods: the evaluation's methods and table names, the ``lmaczs explain
+--method`` choices and the checks of ``eval.yaml`` are read from it. Adding a method is one new module with an
+:class:`Interpreter` subclass and one line in the table (see the README, "Extending").
+
+>>> list(INTERPRETERS)
+['gradcam', 'gradcam++', 'smoothgrad', 'ig', 'scorecam', 'gscorecam', 'lmaczs']
+>>> [cls.display_name for cls in INTERPRETERS.values()][:3]
+['GradCAM', 'GradCAM++', 'SmoothGrad']
 """
 
 import inspect
@@ -14,22 +20,23 @@ import inspect
 from speechbrain_lmaczs.interpreters.base import Interpreter, saliency_to_mask
 from speechbrain_lmaczs.interpreters.cam import CAMInterpreter, GradCAM, GradCAMPlusPlus, GScoreCAM, ScoreCAM
 from speechbrain_lmaczs.interpreters.gradient import IntegratedGradients, SmoothGrad
-from speechbrain_lmaczs.interpreters.targets import Targets, check_inputs, resolve_targets
+from speechbrain_lmaczs.interpreters.hooks import record_outputs, single_map
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
+from speechbrain_lmaczs.interpreters.targets import Targets, check_inputs, resolve_targets
 
-#: name used in hparams -> interpreter class ("lmaczs" needs ``decoder=`` a trained MaskDecoder)
+#: name used in hparams and on the command line -> interpreter class, in the order of the results tables
 INTERPRETERS = {
-    "lmaczs": LMACZSInterpreter,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "smoothgrad": SmoothGrad,
     "ig": IntegratedGradients,
     "scorecam": ScoreCAM,
     "gscorecam": GScoreCAM,
+    "lmaczs": LMACZSInterpreter,
 }
 
 
-def build_interpreter(name, classifier, **options):
+def build_interpreter(name, classifier, model=None, **options):
     """Build the interpreter called ``name`` for ``classifier``.
 
     Parameters
@@ -38,6 +45,9 @@ def build_interpreter(name, classifier, **options):
         A key of :data:`INTERPRETERS`.
     classifier : ZeroShotClassifier
         The classifier to explain.
+    model : TrainedLMACZS, optional
+        A trained LMAC-ZS model: when given, the interpreter is built by its class's ``from_model`` (a method that
+        :attr:`~Interpreter.needs_model` takes its parts from it; the others ignore it).
     **options
         Keyword arguments of that interpreter's constructor (e.g. ``n_steps`` for ``"ig"``).
 
@@ -56,7 +66,7 @@ def build_interpreter(name, classifier, **options):
     >>> classifier = ZeroShotClassifier(clap, ["this is the sound of rain", "this is the sound of a dog"])
     >>> logmel = clap.frontend(0.1 * torch.randn(2, clap.clip_samples))
     >>> gradcam = build_interpreter("gradcam", classifier, upsample_mode="bilinear")
-    >>> gradcam.normalisation
+    >>> gradcam.normalization
     'relu -> upsample(bilinear) to (T,F) -> / per-clip max (eps 1e-12)'
     >>> masks = gradcam.explain(logmel, target="a dog barks")
     >>> masks.shape == logmel.shape, bool(masks.min() >= 0.0), bool(masks.max() <= 1.0)
@@ -84,6 +94,8 @@ def build_interpreter(name, classifier, **options):
     unknown = sorted(set(options) - set(accepted))
     if unknown and not takes_any:
         raise TypeError(f"Unknown option(s) {unknown} for interpreter {name!r}; it accepts {accepted}.")
+    if model is not None:
+        return cls.from_model(classifier, model, **options)
     return cls(classifier, **options)
 
 
@@ -100,6 +112,8 @@ __all__ = [
     "IntegratedGradients",
     "LMACZSInterpreter",
     "Targets",
+    "record_outputs",
+    "single_map",
     "check_inputs",
     "resolve_targets",
     "saliency_to_mask",

@@ -1,18 +1,18 @@
-"""pytorch-grad-cam's GradCAM++ adapted to the shared normalisation (imported only when GradCAM++ is used).
+"""pytorch-grad-cam's GradCAM++ adapted to the shared normalization (imported only when GradCAM++ is used).
 
 Two changes to the library's behaviour, both in overrides of its documented extension points:
 - ``compute_cam_per_layer``/``aggregate_multi_layers`` return the signed map on the layer grid, so that ReLU,
-  upsampling and normalisation are the ones every other baseline gets (the library would ReLU, min-max normalise
+  upsampling and normalization are the ones every other baseline gets (the library would ReLU, min-max normalise
   and resize with OpenCV);
 - ``__exit__`` releases the hooks and lets every exception through (the library swallows IndexError).
 """
 
-from pytorch_grad_cam import GradCAMPlusPlus
+from pytorch_grad_cam import GradCAMPlusPlus as LibraryGradCAMPlusPlus
 
-from speechbrain_lmaczs.interpreters.cam import single_map
+from speechbrain_lmaczs.interpreters.hooks import single_map
 
 
-class LayerGridGradCAMPlusPlus(GradCAMPlusPlus):
+class LayerGridGradCAMPlusPlus(LibraryGradCAMPlusPlus):
     """GradCAM++ for one target layer; ``__call__`` returns the signed (batch, t, f) numpy map."""
 
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):

@@ -1,4 +1,4 @@
-"""The interface shared by every interpreter, and the one saliency-to-mask normalisation of the baselines."""
+"""The interface shared by every interpreter, and the one saliency-to-mask normalization of the baselines."""
 
 import logging
 from abc import ABC, abstractmethod
@@ -80,7 +80,11 @@ class Interpreter(ABC):
     ``explain(inputs, target)`` validates the inputs, resolves the target into per-clip scores
     (:func:`~speechbrain_lmaczs.interpreters.targets.resolve_targets`), calls :meth:`saliency` (the one method a
     subclass writes) and turns its raw output into a mask with :meth:`to_mask`. An interpreter whose output
-    already is a mask (a trained decoder) overrides :meth:`to_mask` and :attr:`normalisation` as well.
+    already is a mask (a trained decoder) overrides :meth:`to_mask` and :attr:`normalization` as well.
+
+    A method is registered by one line in :data:`speechbrain_lmaczs.interpreters.INTERPRETERS`; its class states
+    its :attr:`display_name` and whether it is built from a trained model (:attr:`needs_model`,
+    :meth:`from_model`).
 
     Parameters
     ----------
@@ -92,6 +96,10 @@ class Interpreter(ABC):
 
     #: ``"abs"`` for gradient maps, ``"relu"`` for CAMs
     rectify = "abs"
+    #: name in results tables and figures (a registered method must set it)
+    display_name = None
+    #: True when the method's parts come from a trained model (:meth:`from_model` needs it)
+    needs_model = False
 
     def __init__(self, classifier, upsample_mode="nearest"):
         if not isinstance(classifier, ZeroShotClassifier):
@@ -101,10 +109,31 @@ class Interpreter(ABC):
         self.classifier = classifier
         self.upsample_mode = upsample_mode
 
+    @classmethod
+    def from_model(cls, classifier, model, **options):
+        """Build the interpreter of ``classifier``; ``model`` (a trained LMAC-ZS) is ignored unless the method
+        :attr:`needs_model`.
+
+        Parameters
+        ----------
+        classifier : ZeroShotClassifier
+            The classifier to explain.
+        model : TrainedLMACZS or None
+            The trained model the evaluation or the explainer loaded.
+        **options
+            Keyword arguments of the constructor.
+        """
+        return cls(classifier, **options)
+
     @property
-    def normalisation(self):
+    def normalization(self):
         """How raw saliency becomes a mask, as recorded next to results."""
         return f"{self.rectify} -> upsample({self.upsample_mode}) to (T,F) -> / per-clip max (eps {MASK_EPS:g})"
+
+    @property
+    def normalisation(self):
+        """Former name of :attr:`normalization`."""
+        return self.normalization
 
     def explain(self, inputs, target=None):
         """Masks explaining the classifier's target score for each clip.
@@ -135,8 +164,8 @@ class Interpreter(ABC):
         """Raw saliency (batch, t, f) for checked ``inputs`` and resolved ``targets``, on any (t, f) grid."""
 
     def to_mask(self, saliency, size):
-        """The shared normalisation (:func:`saliency_to_mask`) with this interpreter's settings."""
+        """The shared normalization (:func:`saliency_to_mask`) with this interpreter's settings."""
         return saliency_to_mask(saliency, size, rectify=self.rectify, upsample_mode=self.upsample_mode)
 
     def __repr__(self):
-        return f"{type(self).__name__}(normalisation={self.normalisation!r})"
+        return f"{type(self).__name__}(normalization={self.normalization!r})"

@@ -1,61 +1,21 @@
 """Class activation maps on the backend's ``cam_layer``: GradCAM, GradCAM++, ScoreCAM, GScoreCAM.
 
 Every CAM weighs the channels of one hidden map A (batch, channels, t', f') and sums them,
-``saliency = sum_c w_c A_c`` on the (t', f') grid; the shared normalisation (ReLU, upsampling to the input grid,
+``saliency = sum_c w_c A_c`` on the (t', f') grid; the shared normalization (ReLU, upsampling to the input grid,
 per-clip max) turns it into a mask. The default layer is ``classifier.clap.cam_layer``, the place every backend
 routes its deepest hidden map through in (batch, channels, time, freq) layout (HTSAT's map already unfolded).
 """
 
 import logging
 import math
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
 
 from speechbrain_lmaczs.interpreters.base import Interpreter
+from speechbrain_lmaczs.interpreters.hooks import record_outputs, single_map
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def record_outputs(layer):
-    """Record what ``layer`` outputs during the block; the hook is removed on exit, error or not.
-
-    Yields the list the outputs are appended to.
-
-    Example
-    -------
-    >>> layer = torch.nn.Identity()
-    >>> with record_outputs(layer) as outputs:
-    ...     _ = layer(torch.ones(1, 2, 3, 4))
-    >>> outputs[0].shape, len(layer._forward_hooks)
-    (torch.Size([1, 2, 3, 4]), 0)
-    """
-    outputs = []
-    handle = layer.register_forward_hook(lambda module, args, output: outputs.append(output))
-    try:
-        yield outputs
-    finally:
-        handle.remove()
-
-
-def single_map(outputs, what="output of the CAM layer"):
-    """The one (batch, channels, t, f) tensor recorded in one forward, or a clear error."""
-    if len(outputs) != 1:
-        raise RuntimeError(
-            f"Expected exactly one {what} per forward, got {len(outputs)}: a CAM layer must run once per forward "
-            "and its output must depend on the input."
-        )
-    (output,) = outputs
-    if not torch.is_tensor(output) or output.dim() != 4:
-        shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
-        raise ValueError(
-            f"The {what} must be one (batch, channels, time, freq) tensor, got {shape}; "
-            "hook a layer that outputs one (every backend's cam_layer does)."
-        )
-    return output
 
 
 class CAMInterpreter(Interpreter):
@@ -105,6 +65,8 @@ class GradCAM(CAMInterpreter):
     ``ReLU(sum_c w_c A_c)`` (``relu_attributions=True``). One forward and one backward per batch.
     """
 
+    display_name = "GradCAM"
+
     def saliency(self, inputs, targets):
         attribution = LayerGradCam(targets.scorer, self.layer).attribute(
             inputs, target=targets.index, relu_attributions=True
@@ -121,9 +83,11 @@ class GradCAMPlusPlus(CAMInterpreter):
 
     The library object is used as a context manager, so its hooks are removed even when the call fails, and
     it is asked for the signed map on the layer grid: the library's own ReLU/min-max/OpenCV resize is replaced
-    by the normalisation shared with every other baseline. Targets are explicit per-clip callables
+    by the normalization shared with every other baseline. Targets are explicit per-clip callables
     (the library's ``targets=None`` would take an argmax over whatever the model returns).
     """
+
+    display_name = "GradCAM++"
 
     def saliency(self, inputs, targets):
         # Imported here: pytorch-grad-cam pulls OpenCV and torchvision (seconds), needed by this class only.
@@ -145,7 +109,7 @@ class ScoreCAM(CAMInterpreter):
     """Score-CAM (Wang et al., 2020): channel weights from masked forwards, no gradient.
 
     For each clip and each channel c, the activation A_c is upsampled (bilinear) to the input grid, min-max
-    normalised to [0, 1] and multiplied with the input; the target score of that masked input (which includes the
+    normalized to [0, 1] and multiplied with the input; the target score of that masked input (which includes the
     classifier's logit scale: with raw cosines the softmax below would be almost uniform) is ``s_c``. Weights are
     ``softmax_c(s_c)`` over the channels kept by :meth:`select_channels` (all of them here); other channels get
     weight 0. Cost: 1 + C forwards per clip, ``batch_size`` masked inputs at a time.
@@ -158,6 +122,7 @@ class ScoreCAM(CAMInterpreter):
         Masked copies of a clip sent through the classifier at once (bounds memory).
     """
 
+    display_name = "ScoreCAM"
     #: whether :meth:`select_channels` needs the gradients of the target score
     needs_gradients = False
 
@@ -215,6 +180,7 @@ class GScoreCAM(ScoreCAM):
         Fraction of the channels kept, in (0, 1] (0.1: k = 205 of CNN14's 2048).
     """
 
+    display_name = "GScoreCAM"
     needs_gradients = True
 
     def __init__(self, classifier, layer=None, upsample_mode="nearest", batch_size=64, top_fraction=0.1):

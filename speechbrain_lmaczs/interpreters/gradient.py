@@ -1,7 +1,7 @@
 """Input-gradient interpreters (captum): SmoothGrad and Integrated Gradients.
 
 Both attribute the target score to every bin of the representation the classifier takes (log-mel, or the STFT
-of the STFT masking domain), so their saliency is already on the input grid; the shared normalisation takes its
+of the STFT masking domain), so their saliency is already on the input grid; the shared normalization takes its
 absolute value and divides by the per-clip maximum.
 """
 
@@ -47,7 +47,7 @@ class InputGradientInterpreter(Interpreter):
         super().__init__(classifier)
 
     @property
-    def normalisation(self):
+    def normalization(self):
         return f"{self.rectify} -> on the input (T,F) grid, no upsampling -> / per-clip max (eps {MASK_EPS:g})"
 
 
@@ -56,7 +56,7 @@ class SmoothGrad(InputGradientInterpreter):
 
     The gradient of the target score is averaged (signed) over ``n_samples`` noisy copies of each clip, with
     Gaussian noise of standard deviation ``noise_level * (max - min)`` of that clip (L-MAC: 0.15, 50 samples);
-    the absolute value is taken once, by the shared normalisation. Each clip draws its noise from the global RNG
+    the absolute value is taken once, by the shared normalization. Each clip draws its noise from the global RNG
     seeded with ``seed`` (and restored afterwards), so a clip's map does not depend on the batch it came in.
 
     Parameters
@@ -72,6 +72,8 @@ class SmoothGrad(InputGradientInterpreter):
     seed : int
         Seed of the noise.
     """
+
+    display_name = "SmoothGrad"
 
     def __init__(self, classifier, n_samples=50, noise_level=0.15, batch_size=50, seed=0):
         super().__init__(classifier)
@@ -118,6 +120,8 @@ class IntegratedGradients(InputGradientInterpreter):
     batch_size : int
         Path points sent through the classifier at once, all clips together (captum's ``internal_batch_size``).
     """
+
+    display_name = "IG"
 
     def __init__(self, classifier, n_steps=50, batch_size=64):
         super().__init__(classifier)

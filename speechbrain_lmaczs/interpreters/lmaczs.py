@@ -19,7 +19,9 @@ class LMACZSInterpreter(Interpreter):
         decoder the representation in dB).
     """
 
-    normalisation = "none: the decoder's sigmoid output is the mask (on the input grid)"
+    display_name = "LMAC-ZS"
+    needs_model = True
+    normalization = "none: the decoder's sigmoid output is the mask (on the input grid)"
 
     def __init__(self, classifier, decoder, domain=None):
         super().__init__(classifier)
@@ -27,6 +29,15 @@ class LMACZSInterpreter(Interpreter):
             raise ValueError("This decoder has an input skip: pass the masking domain it was trained on.")
         self.decoder = decoder
         self.domain = domain
+
+    @classmethod
+    def from_model(cls, classifier, model, **options):
+        """The trained decoder and masking domain of ``model`` (a TrainedLMACZS) explaining ``classifier``."""
+        if options:
+            raise ValueError(f"lmaczs takes no options (its decoder comes from the checkpoint), got {sorted(options)}.")
+        if model is None:
+            raise ValueError("lmaczs is built from a trained LMAC-ZS model: pass the loaded checkpoint.")
+        return cls(classifier, model.decoder, model.domain)
 
     @torch.no_grad()
     def masks(self, hidden, text, inputs):
