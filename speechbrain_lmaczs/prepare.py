@@ -1,5 +1,7 @@
 """Command line for the data preparations: one subcommand per dataset, each writing one JSON manifest.
 
+The coded datasets' subcommands come from :data:`speechbrain_lmaczs.data.DATASETS`.
+
 Examples::
 
     python -m speechbrain_lmaczs.prepare esc50 --data_folder data/ESC50 --save_folder results/data
@@ -21,11 +23,15 @@ from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 logger = logging.getLogger(__name__)
 
 
-def _folder_args(parser, output, download=False):
+def _coded_args(parser, dataset):
+    """Arguments of a :data:`~speechbrain_lmaczs.data.DATASETS` subcommand, from its table entry."""
     parser.add_argument("--data_folder", required=True, help="folder of the dataset")
     parser.add_argument("--save_folder", required=True, help="where the manifest is written")
-    parser.add_argument("--output", default=output, help=f"manifest file name (default: {output})")
-    if download:
+    parser.add_argument("--output", default=dataset.manifest, help=f"manifest file name (default: {dataset.manifest})")
+    if dataset.folds:
+        span = f"{min(dataset.folds)}-{max(dataset.folds)}"
+        parser.add_argument("--folds", type=int, nargs="+", help=f"folds {span} to keep (default: all)")
+    if dataset.downloads:
         parser.add_argument(
             "--no_download", action="store_true", help="fail instead of downloading into an empty data_folder"
         )
@@ -40,23 +46,21 @@ def _csv_args(parser, output):
 
 
 def build_parser():
-    """The ``argparse`` parser of ``python -m speechbrain_lmaczs.prepare``."""
+    """The ``argparse`` parser of ``python -m speechbrain_lmaczs.prepare``: one subcommand per dataset of
+    :data:`~speechbrain_lmaczs.data.DATASETS`, plus ``captions`` and ``labels`` (a CSV of your own).
+
+    >>> build_parser().parse_args(["esc50", "--data_folder", "d", "--save_folder", "s"]).output
+    'esc50.json'
+    """
+    from speechbrain_lmaczs.data import DATASETS
+
     parser = argparse.ArgumentParser(
         prog="python -m speechbrain_lmaczs.prepare",
         description="Prepare a dataset: write its JSON manifest (id -> wav, duration, labels or caption).",
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-
-    p = sub.add_parser("esc50", help="ESC-50 (downloaded into an empty data_folder)")
-    _folder_args(p, "esc50.json", download=True)
-    p.add_argument("--folds", type=int, nargs="+", help="folds 1-5 to keep (default: all, the zero-shot convention)")
-
-    p = sub.add_parser("urbansound8k", help="UrbanSound8K (request form: no download)")
-    _folder_args(p, "urbansound8k.json")
-    p.add_argument("--folds", type=int, nargs="+", help="folds 1-10 to keep (default: all)")
-
-    p = sub.add_parser("clotho", help="Clotho v2.1 development captions (missing files are downloaded)")
-    _folder_args(p, "clotho.json", download=True)
+    for name, dataset in DATASETS.items():
+        _coded_args(sub.add_parser(name, help=dataset.description), dataset)
 
     p = sub.add_parser("captions", help="a folder of audio + a CSV of captions (AudioCaps, FSD50K, MACS, yours)")
     _csv_args(p, "captions.json")
@@ -68,12 +72,6 @@ def build_parser():
     p.add_argument("--fold_column", default="fold", help="column with integer folds, used if present (default: fold)")
     p.add_argument("--folds", type=int, nargs="+", help="folds to keep (default: all rows)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"caption template (default: {DEFAULT_TEMPLATE!r})")
-
-    p = sub.add_parser("speech", help="any folder of speech files (WAV/FLAC/OGG, searched recursively)")
-    _folder_args(p, "speech.json")
-
-    p = sub.add_parser("ljspeech", help="LJ Speech 1.1 (downloaded into an empty data_folder)")
-    _folder_args(p, "speech.json", download=True)
     return parser
 
 
@@ -81,14 +79,14 @@ def run(args):
     """Run the preparation an ``argparse`` namespace asks for; returns the manifest path."""
     from speechbrain_lmaczs import data
 
-    if args.dataset == "esc50":
-        return data.prepare_esc50(
-            args.data_folder, args.save_folder, args.folds, args.output, download=not args.no_download
+    if args.dataset in data.DATASETS:
+        return data.DATASETS[args.dataset].run(
+            args.data_folder,
+            args.save_folder,
+            output=args.output,
+            folds=getattr(args, "folds", None),
+            download=not getattr(args, "no_download", False),
         )
-    if args.dataset == "urbansound8k":
-        return data.prepare_urbansound8k(args.data_folder, args.save_folder, args.folds, args.output)
-    if args.dataset == "clotho":
-        return data.prepare_clotho(args.data_folder, args.save_folder, args.output, download=not args.no_download)
     if args.dataset == "captions":
         return data.prepare_captions(
             args.csv, args.audio_folder, args.save_folder, args.output, args.filename_column, args.caption_columns
@@ -105,10 +103,6 @@ def run(args):
             folds=args.folds,
             template=args.template,
         )
-    if args.dataset == "speech":
-        return data.prepare_speech(args.data_folder, args.save_folder, args.output)
-    if args.dataset == "ljspeech":
-        return data.prepare_ljspeech(args.data_folder, args.save_folder, args.output, download=not args.no_download)
     raise ValueError(f"Unknown dataset {args.dataset!r}.")
 
 

@@ -5,7 +5,6 @@ The recipes' ``train.py`` and ``eval.py`` stay thin: they parse arguments, load 
 
 import logging
 import os
-import random
 import re
 
 import soundfile as sf
@@ -13,20 +12,19 @@ import torch
 
 from speechbrain_lmaczs.classifier import make_prompts
 from speechbrain_lmaczs.data import (
+    DATASETS,
     class_names,
+    datasets_of_kind,
     make_dataset,
     prepare_captions,
-    prepare_clotho,
-    prepare_esc50,
     prepare_labels,
-    prepare_urbansound8k,
-    read_manifest,
+    subset,
 )
 
 logger = logging.getLogger(__name__)
 
-EVAL_DATASETS = ("esc50", "urbansound8k", "labels", "manifest")
-TRAIN_DATA = ("clotho", "captions", "labels", "manifest")
+#: manifest file name of ``eval_dataset: labels`` (a CSV of labels), beside the coded datasets' own
+EVAL_LABELS_MANIFEST = "eval_labels.json"
 
 
 def _require(hparams, key, why):
@@ -42,62 +40,65 @@ def _existing_manifest(hparams, key):
     return path
 
 
+def _eval_labels(hparams):
+    return prepare_labels(
+        _require(hparams, "eval_csv", "a CSV with filename,label[,fold] columns"),
+        _require(hparams, "eval_audio_folder", "the folder the CSV's file names are relative to"),
+        hparams["manifest_folder"],
+        output=EVAL_LABELS_MANIFEST,
+        folds=hparams["eval_folds"],
+        template=hparams["prompt_template"],
+    )
+
+
+def _train_captions(hparams):
+    return prepare_captions(
+        _require(hparams, "train_csv", "a CSV of file names and captions"),
+        _require(hparams, "train_audio_folder", "the folder the CSV's file names are relative to"),
+        hparams["manifest_folder"],
+        caption_columns=(hparams["caption_column"],),
+    )
+
+
+#: ``eval_dataset`` values besides the labelled :data:`~speechbrain_lmaczs.data.DATASETS` (read ``data_folder``)
+EVAL_SOURCES = {"labels": _eval_labels, "manifest": lambda hparams: _existing_manifest(hparams, "eval_manifest")}
+#: ``train_data`` values besides the caption :data:`~speechbrain_lmaczs.data.DATASETS` (read ``<name>_folder``),
+#: each called with the hparams and the evaluation manifest; ``labels`` trains on the evaluation set's label
+#: captions (prompt template): for smoke runs and custom labelled data
+TRAIN_SOURCES = {
+    "captions": lambda hparams, eval_manifest: _train_captions(hparams),
+    "labels": lambda hparams, eval_manifest: eval_manifest,
+    "manifest": lambda hparams, eval_manifest: _existing_manifest(hparams, "train_manifest"),
+}
+EVAL_DATASETS = tuple(datasets_of_kind("labels")) + tuple(EVAL_SOURCES)
+TRAIN_DATA = tuple(datasets_of_kind("captions")) + tuple(TRAIN_SOURCES)
+
+
 def prepare_eval_manifest(hparams):
     """Prepare the labelled evaluation set named by ``eval_dataset``; returns the manifest path."""
-    name, save = hparams["eval_dataset"], hparams["manifest_folder"]
-    folds = hparams["eval_folds"]
-    if name == "esc50":
-        return prepare_esc50(hparams["data_folder"], save, folds=folds)
-    if name == "urbansound8k":
-        return prepare_urbansound8k(hparams["data_folder"], save, folds=folds)
-    if name == "labels":
-        csv = _require(hparams, "eval_csv", "a CSV with filename,label[,fold] columns")
-        return prepare_labels(
-            csv,
-            _require(hparams, "eval_audio_folder", "the folder the CSV's file names are relative to"),
-            save,
-            output="eval_labels.json",
-            folds=folds,
-            template=hparams["prompt_template"],
-        )
-    if name == "manifest":
-        return _existing_manifest(hparams, "eval_manifest")
-    raise ValueError(f"Unknown eval_dataset {name!r}: use one of {EVAL_DATASETS}.")
+    name = hparams["eval_dataset"]
+    if name in datasets_of_kind("labels"):
+        return DATASETS[name].run(hparams["data_folder"], hparams["manifest_folder"], folds=hparams["eval_folds"])
+    if name not in EVAL_SOURCES:
+        raise ValueError(f"Unknown eval_dataset {name!r}: use one of {EVAL_DATASETS}.")
+    return EVAL_SOURCES[name](hparams)
 
 
 def prepare_train_manifest(hparams, eval_manifest):
     """Prepare the training data named by ``train_data``; returns the manifest path."""
-    name, save = hparams["train_data"], hparams["manifest_folder"]
-    if name == "clotho":
-        return prepare_clotho(_require(hparams, "clotho_folder", "Clotho v2 root; downloaded when empty"), save)
-    if name == "captions":
-        return prepare_captions(
-            _require(hparams, "train_csv", "a CSV of file names and captions"),
-            _require(hparams, "train_audio_folder", "the folder the CSV's file names are relative to"),
-            save,
-            caption_columns=(hparams["caption_column"],),
-        )
-    if name == "labels":
-        # The evaluation set's labels become captions (prompt template): for smoke runs and custom labelled data.
-        return eval_manifest
-    if name == "manifest":
-        return _existing_manifest(hparams, "train_manifest")
-    raise ValueError(f"Unknown train_data {name!r}: use one of {TRAIN_DATA}.")
+    name = hparams["train_data"]
+    if name in datasets_of_kind("captions"):
+        folder = _require(hparams, f"{name}_folder", f"the {name} root; downloaded when empty")
+        return DATASETS[name].run(folder, hparams["manifest_folder"])
+    if name not in TRAIN_SOURCES:
+        raise ValueError(f"Unknown train_data {name!r}: use one of {TRAIN_DATA}.")
+    return TRAIN_SOURCES[name](hparams, eval_manifest)
 
 
 def prepare_manifests(hparams):
     """Both manifests, as a dict {"train": path, "eval": path} (call through ``run_on_main``)."""
     eval_manifest = prepare_eval_manifest(hparams)
     return {"eval": eval_manifest, "train": prepare_train_manifest(hparams, eval_manifest)}
-
-
-def subset(manifest, max_items, seed):
-    """At most ``max_items`` entries of a manifest, drawn with ``seed`` (all of them when None)."""
-    data = read_manifest(manifest)
-    if max_items is None or max_items >= len(data):
-        return data
-    keys = sorted(random.Random(seed).sample(sorted(data), int(max_items)))
-    return {k: data[k] for k in keys}
 
 
 def dataio_prep(hparams, manifests, clap):

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from speechbrain_lmaczs.data import DataPrepError, MissingDataError, prepare_esc50, prepare_urbansound8k
+from speechbrain_lmaczs import files as files_mod
 from speechbrain_lmaczs.data import manifest as manifest_mod
 from speechbrain_lmaczs.prepare import main
 
@@ -150,10 +151,10 @@ def test_interrupted_write_leaves_no_trusted_manifest(tmp_path, monkeypatch):
         f.write('{"1-100032-A-0": {"wav": ')  # half a manifest
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(manifest_mod.json, "dump", dump_then_die)
+    monkeypatch.setattr(files_mod.json, "dump", dump_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare_esc50(SAMPLES / "ESC50", tmp_path, folds=[2])  # options B, interrupted
-    monkeypatch.setattr(manifest_mod.json, "dump", real_dump)
+    monkeypatch.setattr(files_mod.json, "dump", real_dump)
     assert sorted(os.listdir(tmp_path)) == ["esc50.json"]  # old manifest, no options, no temp file
     assert sorted(read(tmp_path / "esc50.json")) == ESC50_IDS
     # A rerun with options A must not trust that manifest blindly, and B must be built from scratch.

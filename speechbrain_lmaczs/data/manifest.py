@@ -5,18 +5,19 @@ A manifest is a JSON file keyed by item id (SpeechBrain convention)::
     {"1-100032-A-0": {"wav": "/data/ESC50/audio/1-100032-A-0.wav", "duration": 5.0,
                       "class_string": "dog", "classID": 0, "fold": 1}}
 
-Next to ``name.json`` each prep writes ``name_options.json`` with the options it ran with. A later run with the
-same options finds both and does nothing; any other state (missing options file, different options, manifest
-missing) makes it rebuild. The manifest is written to a temporary file and renamed, and the options file is
-removed before and written after it, so an interrupted run never leaves a manifest that a later run trusts.
+Next to ``name.json`` each prep writes ``name_options.json`` with the options it ran with (a
+:class:`~speechbrain_lmaczs.files.BuildStamp`). A later run with the same options finds both and does nothing;
+any other state (missing options file, different options, manifest missing) makes it rebuild. The manifest is
+written to a temporary file and renamed, and the options file is removed before and written after it, so an
+interrupted run never leaves a manifest that a later run trusts.
 """
 
-import json
 import logging
 import os
-import tempfile
 
 import soundfile as sf
+
+from speechbrain_lmaczs.files import BuildStamp, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -214,37 +215,19 @@ def options_path(manifest_path):
     return root + "_options.json"
 
 
-def _normalise(options):
-    # Tuples become lists etc., so that stored and requested options compare equal.
-    return json.loads(json.dumps(dict(options, format=MANIFEST_FORMAT), sort_keys=True))
+def build_stamp(manifest_path):
+    """The :class:`~speechbrain_lmaczs.files.BuildStamp` of a manifest (its :func:`options_path`)."""
+    return BuildStamp(options_path(manifest_path))
+
+
+def _stamped(options):
+    # The layout version is part of the options: a manifest of an older layout is rebuilt.
+    return dict(options, format=MANIFEST_FORMAT)
 
 
 def is_prepared(manifest_path, options):
     """True when ``manifest_path`` exists and was built with exactly these options."""
-    opts_file = options_path(manifest_path)
-    if not (os.path.isfile(manifest_path) and os.path.isfile(opts_file)):
-        return False
-    try:
-        with open(opts_file, encoding="utf-8") as f:
-            stored = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return False
-    return stored == _normalise(options)
-
-
-def _write_json_atomic(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    return build_stamp(manifest_path).matches(_stamped(options), manifest_path)
 
 
 def write_manifest(manifest_path, entries, options):
@@ -257,15 +240,14 @@ def write_manifest(manifest_path, entries, options):
     entries : dict
         id -> entry.
     options : dict
-        JSON-serialisable options of the prep (compared by :func:`is_prepared` on the next run).
+        JSON-serializable options of the prep (compared by :func:`is_prepared` on the next run).
     """
     os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
-    opts_file = options_path(manifest_path)
+    stamp = build_stamp(manifest_path)
     # Removed first: if we stop between the two writes, the old options must not vouch for a new manifest.
-    if os.path.exists(opts_file):
-        os.remove(opts_file)
-    _write_json_atomic(manifest_path, entries)
-    _write_json_atomic(opts_file, _normalise(options))
+    stamp.clear()
+    write_json_atomic(manifest_path, entries)
+    stamp.write(_stamped(options))
     logger.info("Wrote %d items to %s", len(entries), manifest_path)
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import random
 
 import soundfile as sf
 import torch
@@ -136,6 +137,20 @@ def read_manifest(manifest, replacements=None):
         for name, value in (replacements or {}).items():
             entry["wav"] = entry["wav"].replace("{" + name + "}", str(value))
     return data
+
+
+def subset(manifest, max_items, seed):
+    """At most ``max_items`` entries of a manifest, drawn with ``seed`` (all of them when None).
+
+    >>> manifest = {f"clip{i}": {"wav": f"{i}.wav"} for i in range(5)}
+    >>> sorted(subset(manifest, 2, seed=0)) == sorted(subset(manifest, 2, seed=0)), len(subset(manifest, None, 0))
+    (True, 5)
+    """
+    data = read_manifest(manifest)
+    if max_items is None or max_items >= len(data):
+        return data
+    keys = sorted(random.Random(seed).sample(sorted(data), int(max_items)))
+    return {k: data[k] for k in keys}
 
 
 def class_names(manifest, replacements=None):
