@@ -19,7 +19,7 @@ from speechbrain_lmaczs.evaluation import (
     EvalSettings,
     evaluate,
     prepare_evaluation_data,
-    randomisation_blocks,
+    randomization_blocks,
 )
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
@@ -244,8 +244,8 @@ def spy_on_pairs(monkeypatch, fail_method=None, fail_at_call=None):
             interpreter.explain = explain_then_fail
         return interpreter
 
-    monkeypatch.setattr(evaluation, "evaluate_pair", record)
-    monkeypatch.setattr(evaluation, "make_interpreter", build)
+    monkeypatch.setattr(evaluation.run, "evaluate_pair", record)
+    monkeypatch.setattr(evaluation.setup, "make_interpreter", build)
     return evaluated
 
 
@@ -306,7 +306,7 @@ def test_results_without_state_are_not_trusted(model, manifest, tmp_path):
 class SimilarityMask:
     """A fake interpreter whose mask mean is an affine function of the audio-prompt cosine."""
 
-    normalisation = "test: (cosine + 1) / 2 everywhere"
+    normalization = "test: (cosine + 1) / 2 everywhere"
 
     def __init__(self, classifier):
         self.classifier = classifier
@@ -321,7 +321,7 @@ class SimilarityMask:
 class InputOnlyMask:
     """A fake interpreter that ignores the model: its mask depends on the input only."""
 
-    normalisation = "test: min-max of the input"
+    normalization = "test: min-max of the input"
 
     def __init__(self, classifier):
         self.classifier = classifier
@@ -339,7 +339,7 @@ def test_sanity_checks_are_off_by_default(first_run):
 
 def test_similarity_check_measures_the_correlation(model, manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        evaluation,
+        evaluation.setup,
         "make_interpreter",
         lambda m, c, mod, o=None: SimilarityMask(c) if m == "gradcam" else MAKE_INTERPRETER(m, c, mod, o),
     )
@@ -365,7 +365,7 @@ def test_similarity_check_measures_the_correlation(model, manifest, tmp_path, mo
 
 def test_randomisation_check_tells_model_blind_maps_from_model_dependent_ones(model, manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        evaluation,
+        evaluation.setup,
         "make_interpreter",
         lambda m, c, mod, o=None: InputOnlyMask(c) if m == "ig" else MAKE_INTERPRETER(m, c, mod, o),
     )
@@ -386,7 +386,8 @@ def test_randomisation_check_tells_model_blind_maps_from_model_dependent_ones(mo
 
 def test_randomisation_blocks_exist_in_both_backends(tiny_clap):
     classifier = ZeroShotClassifier(tiny_clap, ["this is the sound of dog", "this is the sound of rain"])
-    blocks = randomisation_blocks(tiny_clap)
+    blocks = randomization_blocks(tiny_clap)
+    assert evaluation.randomisation_blocks is randomization_blocks  # the former name still works
     modules = dict(classifier.named_modules())
     assert all(name in modules for name in blocks)
     assert len(blocks) == {"msclap": 6, "laion": 4}[tiny_clap.name]
