@@ -380,32 +380,48 @@ def test_zero_shot_accuracy_through_accumulator():
     assert acc.summary()["accuracy"] == pytest.approx(200 / 3)
 
 
-# ---------------------------------------------------------------- localisation against a known support
+# ---------------------------------------------------------------- localization against a known support
 
 
-def test_localisation_iou_hand_values_and_scale_invariance():
-    from speechbrain_lmaczs.metrics import localisation_iou
+def test_localization_iou_hand_values_and_scale_invariance():
+    from speechbrain_lmaczs.metrics import localization_iou
 
     support = torch.zeros(1, 4, 4, dtype=torch.bool)
     support[0, :2, :2] = True  # 4 bins
     perfect = support.float() * 0.3  # small values, but the top-4 are exactly the support
-    assert localisation_iou(perfect, support).tolist() == [1.0]
-    assert localisation_iou(perfect * 3, support).tolist() == [1.0]
+    assert localization_iou(perfect, support).tolist() == [1.0]
+    assert localization_iou(perfect * 3, support).tolist() == [1.0]
     shifted = torch.zeros(1, 4, 4)
     shifted[0, 1:3, :2] = 1.0  # top-4 overlaps the support in 2 bins: IoU = 2 / 6
-    assert localisation_iou(shifted, support).item() == pytest.approx(1 / 3)
-    assert torch.isnan(localisation_iou(shifted, torch.zeros_like(support)))[0]
+    assert localization_iou(shifted, support).item() == pytest.approx(1 / 3)
+    assert torch.isnan(localization_iou(shifted, torch.zeros_like(support)))[0]
 
 
 def test_pointing_game_and_shapes():
-    from speechbrain_lmaczs.metrics import localisation_metrics
+    from speechbrain_lmaczs.metrics import localization_metrics
 
     support = torch.zeros(2, 3, 3, dtype=torch.bool)
     support[:, 0, 0] = True
     masks = torch.rand(2, 3, 3) * 0.5
     masks[0, 0, 0] = 1.0
     masks[1, 2, 2] = 1.0
-    values = localisation_metrics(masks, support)
+    values = localization_metrics(masks, support)
     assert values["pointing"].tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="supports"):
-        localisation_metrics(masks, support[:, :2])
+        localization_metrics(masks, support[:, :2])
+
+
+def test_package_keeps_every_public_name_and_the_old_spellings():
+    # metrics became a package: everything the single module exported still imports from it, and the British
+    # spellings of the localization names are the same objects as the new ones.
+    import speechbrain_lmaczs.metrics as metrics
+
+    names = (
+        "GINI_EPS METRIC_NAMES MetricAccumulator average_drop average_gain average_increase complexity faithfulness "
+        "faithfulness_metrics input_fidelity mask_mean pointing_game predicted_class sparseness top_k_region "
+        "zero_shot_accuracy"
+    ).split()
+    assert all(callable(getattr(metrics, name)) or name.isupper() for name in names)
+    assert metrics.localisation_iou is metrics.localization_iou
+    assert metrics.localisation_metrics is metrics.localization_metrics
+    assert metrics.LOCALISATION_NAMES == metrics.LOCALIZATION_NAMES == ("IoU", "pointing")

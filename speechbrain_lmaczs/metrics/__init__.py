@@ -1,0 +1,65 @@
+"""Metrics of explanation masks, per clip: faithfulness to a zero-shot classifier, statistics of the mask alone,
+localization against a known support, and a streaming accumulator of their means.
+
+Every public name is importable from here (``from speechbrain_lmaczs.metrics import faithfulness_metrics``):
+
+- :mod:`.faithfulness_scores`: AI, AD, AG, FF, Fid-In from the classifier's probabilities, the eight-column
+  :func:`faithfulness_metrics` and the zero-shot accuracy (definitions and open decisions in its docstring);
+- :mod:`.mask_statistics`: SPS, COMP, MM;
+- :mod:`.localization`: top-k% IoU and the pointing game against a ground-truth support;
+- :mod:`.accumulator`: :class:`MetricAccumulator`.
+
+The British spellings ``localisation_iou``, ``localisation_metrics`` and ``LOCALISATION_NAMES`` of earlier
+versions still work; they are the same objects as the ``localization_*`` names.
+
+>>> localisation_metrics is localization_metrics
+True
+"""
+
+from speechbrain_lmaczs.metrics.accumulator import MetricAccumulator
+from speechbrain_lmaczs.metrics.faithfulness_scores import (
+    METRIC_NAMES,
+    average_drop,
+    average_gain,
+    average_increase,
+    faithfulness,
+    faithfulness_metrics,
+    input_fidelity,
+    predicted_class,
+    zero_shot_accuracy,
+)
+from speechbrain_lmaczs.metrics.localization import (
+    LOCALIZATION_NAMES,
+    localization_iou,
+    localization_metrics,
+    pointing_game,
+    top_k_region,
+)
+from speechbrain_lmaczs.metrics.mask_statistics import GINI_EPS, complexity, mask_mean, sparseness
+
+# Earlier (British) spellings, kept for code written against them.
+LOCALISATION_NAMES = LOCALIZATION_NAMES
+localisation_iou = localization_iou
+localisation_metrics = localization_metrics
+
+__all__ = [
+    "GINI_EPS",
+    "LOCALIZATION_NAMES",
+    "METRIC_NAMES",
+    "MetricAccumulator",
+    "average_drop",
+    "average_gain",
+    "average_increase",
+    "complexity",
+    "faithfulness",
+    "faithfulness_metrics",
+    "input_fidelity",
+    "localization_iou",
+    "localization_metrics",
+    "mask_mean",
+    "pointing_game",
+    "predicted_class",
+    "sparseness",
+    "top_k_region",
+    "zero_shot_accuracy",
+]
