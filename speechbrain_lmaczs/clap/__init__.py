@@ -7,17 +7,13 @@
 import logging
 import os
 
-from speechbrain_lmaczs.clap.base import CLAPBackend, l2_normalize
+from speechbrain_lmaczs.clap.base import CLAPBackend, CLAPLoadError, l2_normalize
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 
 logger = logging.getLogger(__name__)
 
 #: value of ``clap_source`` that builds a tiny random model instead of loading a checkpoint
 TINY_RANDOM = "tiny-random"
-
-
-class CLAPLoadError(RuntimeError):
-    """A CLAP checkpoint could not be found or read; the message says what to do."""
 
 
 def _backend_class(name):

@@ -19,6 +19,10 @@ import torch
 from torch import nn
 
 
+class CLAPLoadError(RuntimeError):
+    """A CLAP checkpoint could not be found or read; the message says what to do."""
+
+
 class CLAPBackend(nn.Module, ABC):
     """Base class of CLAP backends (see the module docstring for the contract)."""
 

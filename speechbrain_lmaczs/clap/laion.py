@@ -11,12 +11,10 @@ chunks of 256 frames and stacks the chunks along the frequency axis, giving a 25
 (time, freq).
 """
 
-import json
 import logging
 import os
 
 import torch
-from huggingface_hub.constants import is_offline_mode
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
@@ -27,9 +25,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from speechbrain_lmaczs.clap import CLAPLoadError
-from speechbrain_lmaczs.clap.base import CLAPBackend, l2_normalize
+from speechbrain_lmaczs.clap.base import CLAPBackend, CLAPLoadError, l2_normalize
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+from speechbrain_lmaczs.clap.hub import hub_offline
+from speechbrain_lmaczs.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +165,6 @@ def _default_feature_extractor():
         truncation="rand_trunc",
         padding="repeatpad",
     )
-
-
-def _hub_offline():
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it here also honours a later setting.
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return is_offline_mode() or any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
 
 
 class LAIONCLAP(CLAPBackend):
@@ -333,8 +326,7 @@ class LAIONCLAP(CLAPBackend):
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         self.feature_extractor.save_pretrained(folder)
-        with open(os.path.join(folder, "clap_config.json"), "w") as fout:
-            json.dump({"backend": self.name}, fout, indent=2)
+        write_json_atomic(os.path.join(folder, "clap_config.json"), {"backend": self.name})
 
     @classmethod
     def from_pretrained(cls, source, cache_dir=None):
@@ -366,7 +358,7 @@ class LAIONCLAP(CLAPBackend):
                 "(config.json, model.safetensors, tokenizer files, preprocessor_config.json) or a hub id such as "
                 "laion/clap-htsat-unfused."
             )
-        offline = _hub_offline()
+        offline = hub_offline()
         hub_kwargs = {"cache_dir": cache_dir, "local_files_only": offline}
         try:
             model = ClapModel.from_pretrained(source, **hub_kwargs)

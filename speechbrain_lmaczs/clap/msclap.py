@@ -17,24 +17,39 @@ differentiable :class:`LogMelFrontend` with the same settings, so its buffers in
 import json
 import logging
 import os
-import pickle
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_lmaczs.clap import CLAPLoadError
-from speechbrain_lmaczs.clap.base import CLAPBackend, cumulative_batch_norm_statistics, l2_normalize
+from speechbrain_lmaczs.clap.base import CLAPBackend, CLAPLoadError, l2_normalize
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+from speechbrain_lmaczs.clap.msclap_loading import (
+    CHECKPOINT_NAME,
+    HUB_ID,
+    TEXT_MODEL,
+    _TINY_WORDS,
+    _architecture_from_state_dict,
+    _download_checkpoint,
+    _load_tokenizer,
+    _read_checkpoint,
+    build_word_tokenizer,
+)
+from speechbrain_lmaczs.clap.msclap_towers import (
+    AudioTower,
+    Cnn14,
+    ConvBlock,
+    Projection,
+    TextTower,
+    calibration_clips,
+)
+from speechbrain_lmaczs.files import atomic_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-HUB_ID = "microsoft/msclap"
-CHECKPOINT_NAME = "CLAP_weights_2022.pth"
 CONFIG_NAME = "clap_config.json"
-TEXT_MODEL = "bert-base-uncased"
 CONV_CHANNELS_2022 = (64, 128, 256, 512, 1024, 2048)
+
 
 # Checkpoint entries that are not weights of the parts we run: torchlibrosa's STFT kernels and mel matrix (the
 # LogMelFrontend recomputes the same front-end, see tests/test_clap_msclap.py), and BERT's position-id buffer that
@@ -55,147 +70,6 @@ _BERT_FIELDS = (
     "pad_token_id",
     "initializer_range",
 )
-# Words of the tiny test tokenizer: the prompt template, the ESC-50 and UrbanSound8K class names, and a few more.
-_TINY_WORDS = """
-this is the sound of a an and in on with from at to some someone something people person man woman child
-children baby animal music noise voice speech talking singing playing sounds audio recording loud quiet
-dog rooster pig cow frog cat hen insects sheep crow rain sea waves crackling fire crickets chirping birds water
-drops wind pouring toilet flush thunderstorm crying sneezing clapping breathing coughing footsteps laughing
-brushing teeth snoring drinking sipping door wood knock mouse click keyboard typing creaks can opening washing
-machine vacuum cleaner clock alarm tick glass breaking helicopter chainsaw siren car horn engine train church
-bells airplane fireworks hand saw air conditioner bark drilling idling gun shot jackhammer street
-"""
-
-
-class Projection(nn.Module):
-    """MS-CLAP's projection head: ``LN(l1(x) + dropout(l2(gelu(l1(x)))))``, both linear maps without bias.
-
-    Parameters
-    ----------
-    d_in, d_out : int
-        Input and output sizes.
-    dropout : float
-        Dropout on the residual branch (inactive in eval mode).
-
-    Example
-    -------
-    >>> Projection(8, 4)(torch.randn(3, 8)).shape
-    torch.Size([3, 4])
-    """
-
-    def __init__(self, d_in, d_out, dropout=0.5):
-        super().__init__()
-        self.linear1 = nn.Linear(d_in, d_out, bias=False)
-        self.linear2 = nn.Linear(d_out, d_out, bias=False)
-        self.layer_norm = nn.LayerNorm(d_out)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x):
-        """(..., d_in) -> (..., d_out)."""
-        x = self.linear1(x)
-        return self.layer_norm(x + self.drop(self.linear2(F.gelu(x))))
-
-
-class ConvBlock(nn.Module):
-    """Two 3x3 conv + BatchNorm + ReLU layers followed by average pooling (one CNN14 stage)."""
-
-    def __init__(self, in_channels, out_channels):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x, pool_size):
-        """(batch, in, time, freq) -> (batch, out, time // pool, freq // pool)."""
-        # Out-of-place ReLU: hooks and autograd on the block outputs must see unmodified tensors.
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return F.avg_pool2d(x, kernel_size=pool_size)
-
-
-class Cnn14(nn.Module):
-    """CNN14 of PANNs as used by MS-CLAP, from log-mel input (the front-end lives in :class:`LogMelFrontend`).
-
-    Parameters
-    ----------
-    n_mels : int
-        Mel bands of the input (``bn0`` normalises each band).
-    conv_channels : sequence of 6 int
-        Output channels of ``conv_block1..6`` (64 ... 2048 in the released model).
-    embedding_dim : int
-        Output size of ``fc1``.
-    classes_num : int
-        Output size of ``fc_audioset`` (kept so the checkpoint loads strictly; not used for embeddings).
-
-    Example
-    -------
-    >>> cnn = Cnn14(64, (2, 2, 4, 4, 8, 8), 16, 3).eval()
-    >>> maps = cnn.conv_maps(torch.randn(1, 1, 690, 64))
-    >>> [tuple(m.shape[1:]) for m in maps[2:]]
-    [(4, 86, 8), (4, 43, 4), (8, 21, 2), (8, 21, 2)]
-    >>> cnn.embed(maps[-1]).shape
-    torch.Size([1, 16])
-    """
-
-    def __init__(self, n_mels, conv_channels, embedding_dim, classes_num):
-        super().__init__()
-        if len(conv_channels) != 6:
-            raise ValueError(f"CNN14 has 6 conv blocks: conv_channels needs 6 widths, got {list(conv_channels)}.")
-        self.bn0 = nn.BatchNorm2d(n_mels)
-        widths = [1] + [int(c) for c in conv_channels]
-        for i in range(6):
-            self.add_module(f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
-        self.fc1 = nn.Linear(widths[-1], embedding_dim)
-        self.fc_audioset = nn.Linear(embedding_dim, classes_num)
-
-    def conv_maps(self, x):
-        """Outputs of the 6 conv blocks, (batch, channels, time, freq) each; ``x`` is (batch, 1, time, mel)."""
-        # bn0 normalises each mel band: BatchNorm2d over the channel axis, so mel goes there for a moment.
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
-        maps = []
-        for i in range(1, 7):
-            x = getattr(self, f"conv_block{i}")(x, pool_size=(2, 2) if i < 6 else (1, 1))
-            x = F.dropout(x, p=0.2, training=self.training)
-            maps.append(x)
-        return maps
-
-    def embed(self, last_map):
-        """Deepest map (batch, channels, time, freq) -> clip embedding (batch, embedding_dim)."""
-        x = last_map.mean(dim=3)
-        x = x.amax(dim=2) + x.mean(dim=2)
-        x = F.dropout(x, p=0.5, training=self.training)
-        x = F.relu(self.fc1(x))
-        return F.dropout(x, p=0.5, training=self.training)
-
-
-class AudioTower(nn.Module):
-    """``base`` (:class:`Cnn14`) and ``projection`` (:class:`Projection`), named as in the checkpoint."""
-
-    def __init__(self, n_mels, conv_channels, embedding_dim, classes_num, proj_dim):
-        super().__init__()
-        self.base = Cnn14(n_mels, conv_channels, embedding_dim, classes_num)
-        self.projection = Projection(embedding_dim, proj_dim)
-
-
-class TextTower(nn.Module):
-    """``base`` (``transformers.BertModel``) and ``projection`` (:class:`Projection`) of the CLS token."""
-
-    def __init__(self, bert_config, proj_dim):
-        super().__init__()
-        from transformers import BertModel
-
-        self.base = BertModel(bert_config, add_pooling_layer=True)
-        self.projection = Projection(bert_config.hidden_size, proj_dim)
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        """Token ids (batch, length) -> projected, un-normalised CLS embedding (batch, proj_dim)."""
-        hidden = self.base(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        return self.projection(hidden[:, 0])
-
-
 def default_frontend(n_mels=64):
     """The front-end of MS-CLAP 2022: 44.1 kHz, 1024-point STFT, hop 320, mels 50 Hz-14 kHz, 5 s clips.
 
@@ -379,7 +253,8 @@ class MSCLAP2022(CLAPBackend):
         """Write ``CLAP_weights_2022.pth`` (``{"model": state_dict}``, released key names), the tokenizer and
         ``clap_config.json`` to ``folder``."""
         os.makedirs(folder, exist_ok=True)
-        torch.save({"model": self.checkpoint_state_dict()}, os.path.join(folder, CHECKPOINT_NAME))
+        with atomic_path(os.path.join(folder, CHECKPOINT_NAME)) as tmp:
+            torch.save({"model": self.checkpoint_state_dict()}, tmp)
         self.tokenizer.save_pretrained(folder)
         config = {
             "backend": self.name,
@@ -388,8 +263,7 @@ class MSCLAP2022(CLAPBackend):
             "architecture": self.architecture(),
             "frontend": self.frontend.config(),
         }
-        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-            json.dump(config, f, indent=2)
+        write_json_atomic(os.path.join(folder, CONFIG_NAME), config)
         logger.info("Saved MS-CLAP 2022 to %s", folder)
 
     @classmethod
@@ -465,6 +339,7 @@ class MSCLAP2022(CLAPBackend):
     def _from_checkpoint(cls, path, tokenizer, text_config, weights_only):
         state = _read_checkpoint(path, weights_only)
         architecture = _architecture_from_state_dict(state, path)
+        architecture["frontend"] = default_frontend(architecture.pop("n_mels"))
         if text_config is None and architecture["text_config"]["hidden_size"] % 64:
             logger.warning(
                 "%s: BERT hidden size %d is not a multiple of 64, assuming 1 attention head; pass text_config="
@@ -482,11 +357,41 @@ class MSCLAP2022(CLAPBackend):
         return model.load_checkpoint_state_dict(state).eval()
 
     @classmethod
-    def build_tiny(cls, seed=0):
-        """A small random MS-CLAP (same code paths, ~0.3M parameters) for tests and quick runs.
+    def build_random(cls, seed=0, text_config=None, **architecture):
+        """A random MS-CLAP with calibrated BatchNorms and a word-level tokenizer built in-process (no download).
 
-        The BatchNorm statistics are calibrated (``bn0`` to -40 dB mean and 10 dB deviation, the conv blocks on
-        a few synthetic clips), so that different sounds give clearly different embeddings.
+        The tokenizer knows the prompt template and the ESC-50 and UrbanSound8K class names. The BatchNorm
+        statistics are calibrated (``bn0`` to -40 dB mean and 10 dB deviation, the conv blocks on a few synthetic
+        clips), so that different sounds give clearly different embeddings.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the weights and of the calibration clips (the global RNG is left untouched).
+        text_config : dict, optional
+            BERT settings; ``vocab_size`` defaults to the tokenizer's. None gives bert-base (the released size).
+        **architecture
+            Other constructor arguments (default: the released sizes).
+
+        Returns
+        -------
+        MSCLAP2022
+            In eval mode.
+        """
+        tokenizer = build_word_tokenizer(_TINY_WORDS.split())
+        if text_config is not None:
+            text_config = {"vocab_size": len(tokenizer), **text_config}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(tokenizer, text_config=text_config, **architecture)
+            clips = calibration_clips(model.sample_rate, model.clip_samples)
+            model.audio_encoder.base.calibrate_batch_norms(model.frontend(clips))
+        return model.eval()
+
+    @classmethod
+    def build_tiny(cls, seed=0):
+        """A small random MS-CLAP (same code paths, ~0.3M parameters) for tests and quick runs
+        (:meth:`build_random` at a tiny size).
 
         Parameters
         ----------
@@ -497,9 +402,7 @@ class MSCLAP2022(CLAPBackend):
         -------
         MSCLAP2022
         """
-        tokenizer = build_word_tokenizer(_TINY_WORDS.split())
         text_config = {
-            "vocab_size": len(tokenizer),
             "hidden_size": 16,
             "num_hidden_layers": 1,
             "num_attention_heads": 2,
@@ -508,174 +411,28 @@ class MSCLAP2022(CLAPBackend):
             # Wider than BERT's 0.02 so that random prompts get clearly different embeddings.
             "initializer_range": 0.5,
         }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = cls(
-                tokenizer,
-                conv_channels=(4, 8, 16, 32, 64, 128),
-                embedding_dim=128,
-                classes_num=10,
-                proj_dim=32,
-                text_config=text_config,
-            )
-            model._calibrate_batch_norms(_calibration_clips(model.sample_rate, model.clip_samples))
-        return model.eval()
-
-    @torch.no_grad()
-    def _calibrate_batch_norms(self, wavs):
-        # Random conv weights shrink the activations block after block; without matching running statistics the
-        # embedding would hardly depend on the input.
-        base = self.audio_encoder.base
-        base.bn0.running_mean.fill_(-40.0)
-        base.bn0.running_var.fill_(100.0)
-        self.eval()
-        block_norms = [m for name, m in base.named_modules() if name.startswith("conv_block") and "bn" in name]
-        with cumulative_batch_norm_statistics(block_norms):
-            base.conv_maps(self.frontend(wavs).unsqueeze(1))
+        return cls.build_random(
+            seed, text_config, conv_channels=(4, 8, 16, 32, 64, 128), embedding_dim=128, classes_num=10, proj_dim=32
+        )
 
 
-def build_word_tokenizer(words):
-    """A whitespace, lower-casing word-level tokenizer with BERT's special tokens, built in-process.
-
-    Parameters
-    ----------
-    words : iterable of str
-        Vocabulary (besides ``[PAD] [UNK] [CLS] [SEP] [MASK]``, which get ids 0-4).
-
-    Returns
-    -------
-    transformers.PreTrainedTokenizerFast
-
-    Example
-    -------
-    >>> tok = build_word_tokenizer(["dog", "bark"])
-    >>> tok.convert_ids_to_tokens(tok("Dog barks")["input_ids"])
-    ['[CLS]', 'dog', '[UNK]', '[SEP]']
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {token: i for i, token in enumerate(specials)}
-    for word in sorted({w.lower() for w in words} - set(specials)):
-        vocab[word] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
 
 
-def _calibration_clips(sample_rate, n_samples):
-    """Noise at two levels, two tones, a chirp and near-silence: a spread of what the encoder will meet."""
-    t = torch.arange(n_samples) / sample_rate
-    noise = torch.randn(2, n_samples)
-    chirp_phase = 2 * torch.pi * (200 * t + 1500 * t**2)
-    return torch.stack(
-        [
-            0.3 * noise[0],
-            0.01 * noise[1],
-            0.5 * torch.sin(2 * torch.pi * 440 * t),
-            0.2 * torch.sin(2 * torch.pi * 3000 * t),
-            0.3 * torch.sin(chirp_phase),
-            1e-4 * noise[0],
-        ]
-    )
 
 
-def _hub_offline():
-    # huggingface_hub reads HF_HUB_OFFLINE once at import; read the environment again so that setting it later
-    # (in a notebook or a test) is honoured too.
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return constants.is_offline_mode() or any(f.upper() in ("1", "ON", "YES", "TRUE") for f in flags)
-
-
-def _download_checkpoint(repo_id):
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return hf_hub_download(repo_id, CHECKPOINT_NAME, local_files_only=_hub_offline())
-    except Exception as err:  # hub errors are many (offline, not cached, HTTP, missing file): all mean the same
-        raise CLAPLoadError(
-            f"{repo_id!r} is not a local file or folder, and {CHECKPOINT_NAME} (MS-CLAP 2022) could not be fetched "
-            f"from that Hugging Face hub repository ({type(err).__name__}: {err}). Without network access, download "
-            f"it elsewhere (hub {HUB_ID}, or Zenodo record 7312125) and pass its local path, e.g. "
-            f"load_clap('msclap', '/path/to/{CHECKPOINT_NAME}')."
-        ) from err
-
-
-def _load_tokenizer(tokenizer):
-    if not isinstance(tokenizer, (str, os.PathLike)):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    local = os.path.isdir(tokenizer)
-    try:
-        return AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=local or _hub_offline())
-    except Exception as err:  # as above: offline, not cached, or not a tokenizer
-        raise CLAPLoadError(
-            f"Could not load the MS-CLAP text tokenizer {os.fspath(tokenizer)!r} ({type(err).__name__}: {err}). "
-            f"Pass tokenizer=<folder> (e.g. a saved {TEXT_MODEL} tokenizer) to MSCLAP2022.from_pretrained, or put "
-            "the tokenizer files next to the checkpoint."
-        ) from err
-
-
-def _read_checkpoint(path, weights_only):
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as err:
-        raise CLAPLoadError(
-            f"{path} holds more than tensors, so torch.load(weights_only=True) refuses it. If you trust the file "
-            "(e.g. the official Microsoft release), load it with MSCLAP2022.from_pretrained(path, weights_only=False)."
-        ) from err
-    except (OSError, RuntimeError) as err:
-        raise CLAPLoadError(f"Could not read the checkpoint {path}: {err}. Is it a complete PyTorch file?") from err
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise CLAPLoadError(f"{path} is not an MS-CLAP checkpoint: expected a dict with the weights under 'model'.")
-    return checkpoint["model"]
-
-
-def _architecture_from_state_dict(state, path):
-    """Constructor arguments read off the shapes of a released-format state dict."""
-    try:
-        base = "audio_encoder.base."
-        conv_channels = [state[f"{base}conv_block{i}.conv1.weight"].shape[0] for i in range(1, 7)]
-        n_mels = state[f"{base}bn0.weight"].shape[0]
-        embedding_dim, classes_num = state[f"{base}fc_audioset.weight"].shape[::-1]
-        proj_dim = state["audio_encoder.projection.linear1.weight"].shape[0]
-        bert = "caption_encoder.base."
-        vocab_size, hidden_size = state[f"{bert}embeddings.word_embeddings.weight"].shape
-        layers = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(bert)}encoder\.layer\.(\d+)\.", k))}
-        text_config = {
-            "vocab_size": vocab_size,
-            "hidden_size": hidden_size,
-            "num_hidden_layers": len(layers),
-            # Not visible in the shapes: BERT's convention of 64 dimensions per head (12 heads for bert-base).
-            "num_attention_heads": hidden_size // 64 if hidden_size % 64 == 0 else 1,
-            "intermediate_size": state[f"{bert}encoder.layer.0.intermediate.dense.weight"].shape[0],
-            "max_position_embeddings": state[f"{bert}embeddings.position_embeddings.weight"].shape[0],
-            "type_vocab_size": state[f"{bert}embeddings.token_type_embeddings.weight"].shape[0],
-        }
-    except KeyError as err:
-        raise CLAPLoadError(f"{path} is not an MS-CLAP 2022 checkpoint: it has no weight {err}.") from err
-    return {
-        "conv_channels": conv_channels,
-        "embedding_dim": embedding_dim,
-        "classes_num": classes_num,
-        "proj_dim": proj_dim,
-        "text_config": text_config,
-        "frontend": default_frontend(n_mels),
-    }
+# The towers and the loading helpers moved to msclap_towers / msclap_loading; their names stay importable here.
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "CONV_CHANNELS_2022",
+    "HUB_ID",
+    "TEXT_MODEL",
+    "AudioTower",
+    "Cnn14",
+    "ConvBlock",
+    "MSCLAP2022",
+    "Projection",
+    "TextTower",
+    "build_word_tokenizer",
+    "default_frontend",
+]
