@@ -1,9 +1,13 @@
-"""`make demo` end to end, at test size: small CLAP, synthetic data, LMAC-ZS training, eval, localisation, report."""
+"""`make demo` end to end, at test size: small CLAP, synthetic data, LMAC-ZS training, eval, localization, report."""
 
 import csv
+import subprocess
+import sys
 
-from speechbrain_lmaczs.demo import COLUMNS, run
+import pytest
+
 from speechbrain_lmaczs.evaluation import METHODS
+from speechbrain_lmaczs.synthetic.demo import COLUMNS, recipe_folder, run
 
 TINY = {"train": 16, "single": 10, "mix": 2, "epochs": 1, "ig_steps": 2, "sg_samples": 2, "figures": 1}
 TINY_CLAP = {"n_train": 32, "epochs": 1, "n_valid": 10, "n_eval": 10, "conv_channels": (4, 8, 8, 16, 16, 32),
@@ -29,3 +33,16 @@ def test_demo_writes_results_accuracy_figures_and_report(tmp_path):
     assert list((out / "figures").glob("scene_*.png"))
     report = (out / "report" / "report.html").read_text()
     assert report.count("<audio") >= 3  # the original and one explanation per prompt
+
+
+def test_demo_without_a_checkout_says_how_to_fix_it(tmp_path):
+    # An installed package has no recipes/ beside it: the demo stops at once with one line naming the fix.
+    with pytest.raises(FileNotFoundError, match="--recipes"):
+        recipe_folder(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "speechbrain_lmaczs.demo", "--recipes", str(tmp_path), "--output", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "pass --recipes" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -10,23 +10,21 @@ import torch.nn.functional as F
 
 from speechbrain_lmaczs.clap import load_clap
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
-from speechbrain_lmaczs.small_clap import (
-    ACCURACY_NAME,
-    OPTIONS_NAME,
+from speechbrain_lmaczs.synthetic.scene_sets import event_set_id, synthetic_logmels, zero_shot_accuracy
+from speechbrain_lmaczs.synthetic.small_clap import (
     BACKGROUND_CAPTION,
+    build_small_clap,
+    caption_vocabulary,
+    sample_caption,
+)
+from speechbrain_lmaczs.synthetic.small_clap_stages import (
     _locked_accuracy,
     _locked_features,
     _with_carved_copies,
-    build_small_clap,
-    caption_vocabulary,
     carve_events,
     contrastive_loss,
-    event_set_id,
-    sample_caption,
-    synthetic_logmels,
-    train_small_clap,
-    zero_shot_accuracy,
 )
+from speechbrain_lmaczs.synthetic.small_clap_training import ACCURACY_NAME, OPTIONS_NAME, train_small_clap
 from speechbrain_lmaczs.synthetic import CLASS_LABELS, EVENT_CLASSES, SceneConfig, prompt_for
 
 # Short 16 kHz clips and a tiny model: the whole run takes seconds. One thread: on shared CI cores, the tiny

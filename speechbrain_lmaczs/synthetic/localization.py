@@ -1,10 +1,10 @@
-"""Localisation of explanations against the exact supports of synthetic sound scenes.
+"""Localization of explanations against the exact supports of synthetic sound scenes.
 
 Every method explains the same zero-shot classifier (a trained LMAC-ZS checkpoint's) on scenes written by
-:func:`speechbrain_lmaczs.synthetic.write_synthetic_dataset`, whose per-event time-frequency supports are known:
+:func:`speechbrain_lmaczs.synthetic.dataset.write_synthetic_dataset`, whose per-event time-frequency supports are known:
 
 - single-event scenes: the mask for the event's own prompt is scored with the top-k% IoU and the pointing game
-  against the event's support (:func:`speechbrain_lmaczs.metrics.localisation_metrics`);
+  against the event's support (:func:`speechbrain_lmaczs.metrics.localization_metrics`);
 - two-event scenes: each event's prompt is explained in the mixture and scored against that event's support; the
   masks of the two prompts should overlap (IoU of their top-k% regions) little more than the two supports do.
 """
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from speechbrain_lmaczs.data import load_clip, read_manifest
 from speechbrain_lmaczs.evaluation import make_interpreter
-from speechbrain_lmaczs.metrics import MetricAccumulator, localisation_metrics, top_k_region
+from speechbrain_lmaczs.metrics import MetricAccumulator, localization_metrics, top_k_region
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ def _load(items, clap, grid):
 
 
 @torch.no_grad()
-def localisation(model, manifest, classes, methods, interpreter_options=None, batch_size=8, grid="mel", device="cpu"):
-    """Localisation scores of each method on single- and two-event scenes.
+def localization_scores(
+    model, manifest, classes, methods, interpreter_options=None, batch_size=8, grid="mel", device="cpu"
+):
+    """Localization scores of each method on single- and two-event scenes.
 
     Parameters
     ----------
@@ -87,13 +89,13 @@ def localisation(model, manifest, classes, methods, interpreter_options=None, ba
     for method in methods:
         interpreter = make_interpreter(method, classifier, model, (interpreter_options or {}).get(method))
         single_acc, mix_acc, overlap_acc = MetricAccumulator(), MetricAccumulator(), MetricAccumulator()
-        for start in tqdm(range(0, len(single), batch_size), desc=f"localisation {method}", leave=False):
+        for start in tqdm(range(0, len(single), batch_size), desc=f"localization {method}", leave=False):
             items = single[start : start + batch_size]
             wavs, supports = _load(items, model.clap, grid)
             x = model.domain.representation(wavs.to(device))
             target = torch.tensor([int(entry["events"][0]["classID"]) for _, entry in items], device=device)
             masks = interpreter.explain(x, target).cpu()
-            single_acc.update(localisation_metrics(masks, torch.stack([s[0] for s in supports])))
+            single_acc.update(localization_metrics(masks, torch.stack([s[0] for s in supports])))
         for start in tqdm(range(0, len(mixed), batch_size), desc=f"two-event {method}", leave=False):
             items = mixed[start : start + batch_size]
             wavs, supports = _load(items, model.clap, grid)
@@ -104,7 +106,7 @@ def localisation(model, manifest, classes, methods, interpreter_options=None, ba
                 masks = interpreter.explain(x, target).cpu()
                 support = torch.stack([s[e] for s in supports])
                 per_event.append((masks, support))
-                mix_acc.update({f"{k}_mix": v for k, v in localisation_metrics(masks, support).items()})
+                mix_acc.update({f"{k}_mix": v for k, v in localization_metrics(masks, support).items()})
             (m0, s0), (m1, s1) = per_event
             # each prompt's top-k region, k = its event's support size (at least one bin)
             top0 = top_k_region(m0, s0.flatten(1).sum(-1).clamp(min=1))
@@ -123,7 +125,7 @@ def localisation(model, manifest, classes, methods, interpreter_options=None, ba
                 row.update({k: summary[k] for k in summary if k.endswith("_mix")})
         row["n_mix"] = len(mixed)
         out[method] = row
-        logger.info("Localisation %s: %s", method, {k: round(float(v), 4) for k, v in row.items()})
+        logger.info("Localization %s: %s", method, {k: round(float(v), 4) for k, v in row.items()})
     return out
 
 
