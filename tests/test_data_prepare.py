@@ -345,3 +345,32 @@ def test_cli_reports_data_errors_without_traceback(tmp_path, caplog):
         status = main(["urbansound8k", "--data_folder", str(tmp_path / "none"), "--save_folder", str(tmp_path)])
     assert status == 1
     assert any("request it at" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+# ---------------------------------------------------------------- the dataset table
+
+
+def test_every_coded_dataset_is_a_prepare_subcommand_and_a_recipe_choice():
+    from speechbrain_lmaczs.data import DATASETS, datasets_of_kind
+    from speechbrain_lmaczs.explain import EVAL_MANIFESTS
+    from speechbrain_lmaczs.prepare import build_parser
+    from speechbrain_lmaczs.recipe import EVAL_DATASETS, TRAIN_DATA
+
+    for name, dataset in DATASETS.items():
+        args = build_parser().parse_args([name, "--data_folder", "d", "--save_folder", "s"])
+        assert args.output == dataset.manifest and hasattr(args, "folds") == bool(dataset.folds)
+        assert hasattr(args, "no_download") == dataset.downloads
+    assert EVAL_DATASETS == ("esc50", "urbansound8k", "labels", "manifest")
+    assert TRAIN_DATA == ("clotho", "captions", "labels", "manifest")
+    assert EVAL_MANIFESTS == {name: DATASETS[name].manifest for name in datasets_of_kind("labels")} | {
+        "labels": "eval_labels.json"
+    }
+
+
+def test_coded_dataset_runs_its_preparation_with_the_table_defaults(tmp_path):
+    from speechbrain_lmaczs.data import DATASETS
+
+    path = DATASETS["esc50"].run(SAMPLES / "ESC50", tmp_path, folds=[1, 2])
+    assert path == str(tmp_path / "esc50.json") and sorted(read(path)) == ["1-100032-A-0", "2-100648-A-43"]
+    with pytest.raises(DataPrepError, match="prepare_speech takes no folds"):
+        DATASETS["speech"].run(SAMPLES / "speech", tmp_path, folds=[1])

@@ -427,6 +427,30 @@ def test_unknown_interpreter_option_fails_before_any_clip(model, manifest, tmp_p
     assert not (tmp_path / "results.csv").exists()  # gradcam did not run first
 
 
+def test_methods_and_their_construction_come_from_the_interpreter_registry(model):
+    from speechbrain_lmaczs.interpreters import INTERPRETERS, GradCAM, LMACZSInterpreter
+
+    assert METHODS == tuple(INTERPRETERS)
+    assert evaluation.DISPLAY_NAMES == {name: cls.display_name for name, cls in INTERPRETERS.items()}
+    classifier = model.classifier(["this is the sound of dog", "this is the sound of rain"])
+    lmaczs = MAKE_INTERPRETER("lmaczs", classifier, model)
+    assert isinstance(lmaczs, LMACZSInterpreter) and lmaczs.decoder is model.decoder and lmaczs.domain is model.domain
+    assert isinstance(MAKE_INTERPRETER("gradcam", classifier, model, {"upsample_mode": "bilinear"}), GradCAM)
+    with pytest.raises(ValueError, match="lmaczs takes no options"):
+        MAKE_INTERPRETER("lmaczs", classifier, model, {"width": 3})
+
+
+def test_every_setting_but_the_debug_limit_is_one_yaml_key(tmp_path):
+    from speechbrain_lmaczs.evaluation.settings import yaml_fields
+
+    names = [field.name for field in yaml_fields()]
+    assert len(names) == 15 and "max_batches" not in names
+    hparams = hparams_for(EVAL_YAMLS[0], tmp_path, snr_db=7.5, sanity_clips=2)
+    assert all(name in hparams for name in names)
+    settings = EvalSettings.from_hparams(hparams, max_batches=3)
+    assert (settings.snr_db, settings.sanity_clips, settings.max_batches) == (7.5, 2, 3)
+
+
 def hparams_for(yaml_path, tmp_path, **overrides):
     values = {"data_folder": str(SAMPLES / "ESC50"), "checkpoint": str(tmp_path), "output_folder": str(tmp_path)}
     values.update(overrides)

@@ -87,6 +87,9 @@ def build_interpreter(name, classifier, model=None, **options):
     if name not in INTERPRETERS:
         raise ValueError(f"Unknown interpreter {name!r}: use one of {sorted(INTERPRETERS)}.")
     cls = INTERPRETERS[name]
+    if model is not None and cls.needs_model:
+        # Its parts come from the model; from_model says which options, if any, it takes.
+        return cls.from_model(classifier, model, **options)
     parameters = inspect.signature(cls).parameters
     variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -94,9 +97,7 @@ def build_interpreter(name, classifier, model=None, **options):
     unknown = sorted(set(options) - set(accepted))
     if unknown and not takes_any:
         raise TypeError(f"Unknown option(s) {unknown} for interpreter {name!r}; it accepts {accepted}.")
-    if model is not None:
-        return cls.from_model(classifier, model, **options)
-    return cls(classifier, **options)
+    return cls.from_model(classifier, model, **options) if model is not None else cls(classifier, **options)
 
 
 __all__ = [
