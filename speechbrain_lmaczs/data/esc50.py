@@ -15,7 +15,7 @@ from speechbrain_lmaczs.data.manifest import (
     MissingDataError,
     audio_entries,
     check_folds,
-    item_id,
+    folded_csv_rows,
     parse_int,
     read_csv,
     run_prep,
@@ -129,21 +129,18 @@ def prepare_esc50(data_folder, save_folder, folds=None, output="esc50.json", dow
             root = download_esc50(data_folder, url)
         csv_file = os.path.join(root, ESC50_CSV)
         frame = read_csv(csv_file, _COLUMNS, "ESC-50 metadata")
-        rows = []
-        for line, rec in enumerate(frame.to_dict("records"), start=2):
-            fold = parse_int(rec["fold"], "fold", csv_file)
-            if folds is not None and fold not in folds:
-                continue
-            filename = rec["filename"].strip()
-            extra = {
+        rows = folded_csv_rows(
+            frame,
+            csv_file,
+            folds,
+            "filename",
+            lambda filename, fold: os.path.join(root, "audio", filename),
+            lambda rec, fold: {
                 "class_string": rec["category"].strip(),
                 "classID": parse_int(rec["target"], "target", csv_file),
                 "fold": fold,
-            }
-            if filename:
-                rows.append((item_id(filename), os.path.join(root, "audio", filename), extra))
-            else:
-                rows.append((f"{csv_file} line {line}", "", extra))
+            },
+        )
         return audio_entries(rows, csv_file, "ESC-50")
 
     return run_prep(manifest, options, build)

@@ -281,6 +281,42 @@ def run_prep(manifest_path, options, build):
     return manifest_path
 
 
+def folded_csv_rows(frame, csv_file, folds, filename_column, audio_path, fields):
+    """(id, path, extra) rows of a metadata CSV with an integer ``fold`` column, for :func:`audio_entries`.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The CSV (:func:`read_csv`).
+    csv_file : str
+        Its path, named in errors and in the id of a row without a file name (reported, then skipped).
+    folds : list of int or None
+        Folds to keep (None: every row).
+    filename_column : str
+        Column with the audio file names.
+    audio_path : callable
+        ``audio_path(filename, fold)`` -> path of the file.
+    fields : callable
+        ``fields(record, fold)`` -> the entry's other fields (a dict, in manifest order).
+
+    Returns
+    -------
+    list of (str, str, dict)
+    """
+    rows = []
+    for line, record in enumerate(frame.to_dict("records"), start=2):
+        fold = parse_int(record["fold"], "fold", csv_file)
+        if folds is not None and fold not in folds:
+            continue
+        filename = record[filename_column].strip()
+        extra = fields(record, fold)
+        if filename:
+            rows.append((item_id(filename), audio_path(filename, fold), extra))
+        else:
+            rows.append((f"{csv_file} line {line}", "", extra))
+    return rows
+
+
 def audio_entries(rows, source, desc, skipped=None):
     """Probe the audio of each row and keep the usable ones.
 

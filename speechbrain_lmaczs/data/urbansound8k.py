@@ -15,7 +15,7 @@ from speechbrain_lmaczs.data.manifest import (
     MissingDataError,
     audio_entries,
     check_folds,
-    item_id,
+    folded_csv_rows,
     parse_int,
     read_csv,
     run_prep,
@@ -101,22 +101,19 @@ def prepare_urbansound8k(data_folder, save_folder, folds=None, output="urbansoun
     def build():
         csv_file = os.path.join(root, US8K_CSV)
         frame = read_csv(csv_file, _COLUMNS, "UrbanSound8K metadata")
-        rows = []
-        for line, rec in enumerate(frame.to_dict("records"), start=2):
-            fold = parse_int(rec["fold"], "fold", csv_file)
-            if folds is not None and fold not in folds:
-                continue
-            filename = rec["slice_file_name"].strip()
-            extra = {
+        rows = folded_csv_rows(
+            frame,
+            csv_file,
+            folds,
+            "slice_file_name",
+            lambda filename, fold: os.path.join(root, "audio", f"fold{fold}", filename),
+            lambda rec, fold: {
                 "class_string": rec["class"].strip(),
                 "classID": parse_int(rec["classID"], "classID", csv_file),
                 "fold": fold,
                 "salience": parse_int(rec["salience"], "salience", csv_file),
-            }
-            if filename:
-                rows.append((item_id(filename), os.path.join(root, "audio", f"fold{fold}", filename), extra))
-            else:
-                rows.append((f"{csv_file} line {line}", "", extra))
+            },
+        )
         return audio_entries(rows, csv_file, "UrbanSound8K")
 
     return run_prep(manifest, options, build)
