@@ -24,7 +24,7 @@ def localization_iou(masks, supports):
 
     The mask's ``n_support`` largest bins (ties broken by position) form the predicted region, so a method is not
     rewarded for its overall scale, only for where it puts its largest values. An empty support scores NaN (there
-    is nothing to localise; the accumulator counts it).
+    is nothing to localize; the accumulator counts it).
 
     Parameters
     ----------
