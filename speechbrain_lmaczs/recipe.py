@@ -74,6 +74,15 @@ EVAL_DATASETS = tuple(datasets_of_kind("labels")) + tuple(EVAL_SOURCES)
 TRAIN_DATA = tuple(datasets_of_kind("captions")) + tuple(TRAIN_SOURCES)
 
 
+def train_folder_key(name):
+    """The yaml key of the folder of the caption dataset ``name`` (``clotho`` -> ``clotho_folder``).
+
+    >>> train_folder_key("clotho")
+    'clotho_folder'
+    """
+    return f"{name}_folder"
+
+
 def prepare_eval_manifest(hparams):
     """Prepare the labelled evaluation set named by ``eval_dataset``; returns the manifest path."""
     name = hparams["eval_dataset"]
@@ -88,7 +97,7 @@ def prepare_train_manifest(hparams, eval_manifest):
     """Prepare the training data named by ``train_data``; returns the manifest path."""
     name = hparams["train_data"]
     if name in datasets_of_kind("captions"):
-        folder = _require(hparams, f"{name}_folder", f"the {name} root; downloaded when empty")
+        folder = _require(hparams, train_folder_key(name), f"the {name} root; downloaded when empty")
         return DATASETS[name].run(folder, hparams["manifest_folder"])
     if name not in TRAIN_SOURCES:
         raise ValueError(f"Unknown train_data {name!r}: use one of {TRAIN_DATA}.")
