@@ -20,9 +20,9 @@ from speechbrain_lmaczs.synthetic.small_clap import (
 from speechbrain_lmaczs.synthetic.small_clap_stages import (
     _locked_accuracy,
     _locked_features,
-    _with_carved_copies,
     carve_events,
     contrastive_loss,
+    with_carved_copies,
 )
 from speechbrain_lmaczs.synthetic.small_clap_training import ACCURACY_NAME, OPTIONS_NAME, train_small_clap
 from speechbrain_lmaczs.synthetic import CLASS_LABELS, EVENT_CLASSES, SceneConfig, prompt_for
@@ -118,7 +118,7 @@ def test_carving_silences_exactly_one_events_dilated_support_and_drops_its_class
     for owner, classes in zip(scenes.occupancy, scenes.classes):
         assert set(owner.unique().tolist()) - {0} == {c + 1 for c in classes}  # every event has a support
     floor = fe.silence_db
-    both = _with_carved_copies(scenes, floor, torch.Generator().manual_seed(0))
+    both = with_carved_copies(scenes, floor, torch.Generator().manual_seed(0))
     assert len(both) == 24 and torch.equal(both.logmels[:12], scenes.logmels)
     for i in range(12):
         gone = set(scenes.classes[i]) - set(both.classes[12 + i])

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from speechbrain_lmaczs.files import BuildStamp, atomic_path, atomic_write, write_json_atomic
 from speechbrain_lmaczs.synthetic.scenes import GENERATOR_VERSION, SceneConfig, make_scene
-from speechbrain_lmaczs.synthetic.supports import SpectrogramGrid, _source_powers, _supports
+from speechbrain_lmaczs.synthetic.supports import SpectrogramGrid, source_powers, supports_from_powers
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,9 @@ def write_synthetic_dataset(
             sf.write(tmp, scene.waveform, scene.sample_rate, subtype=subtype, format="WAV")
 
         # Both grids share the front-end's STFT: transform once, project twice.
-        event_power, rest_power = _source_powers(scene, linear_grid)
+        event_power, rest_power = source_powers(scene, linear_grid)
         supports = {
-            name: _supports(grid.project(event_power), grid.project(rest_power), rel_db, margin_db)
+            name: supports_from_powers(grid.project(event_power), grid.project(rest_power), rel_db, margin_db)
             for name, grid in (("mel", mel_grid), ("linear", linear_grid))
         }
         atomic_write(support_path, lambda f: np.savez_compressed(f, **supports), binary=True)

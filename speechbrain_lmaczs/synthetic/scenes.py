@@ -6,6 +6,7 @@ own beside the mixture, so that its support can be computed exactly (:mod:`speec
 Example
 -------
 >>> from speechbrain_lmaczs.clap.frontend import LogMelFrontend
+>>> from speechbrain_lmaczs.synthetic.supports import SpectrogramGrid
 >>> fe = LogMelFrontend(16000, 512, 160, 64, 20.0, 8000.0, clip_seconds=5.0)
 >>> scene = make_scene(seed=0, index=3, config=SceneConfig(sample_rate=16000),
 ...                    grid=SpectrogramGrid.from_frontend(fe, "mel"))
@@ -29,7 +30,7 @@ from speechbrain_lmaczs.synthetic.events import (
     prompt_for,
     render_event,
 )
-from speechbrain_lmaczs.synthetic.supports import SpectrogramGrid, support_masks
+from speechbrain_lmaczs.synthetic.supports import support_masks
 
 #: Bumped whenever the audio or the masks a given (seed, index, config) produces change, so that
 #: :func:`write_synthetic_dataset` regenerates folders written by an older generator.

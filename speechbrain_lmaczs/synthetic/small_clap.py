@@ -4,12 +4,11 @@
 train_small_clap` trains it. The training captions are drawn by :func:`sample_caption`.
 """
 
-import numpy as np
 import torch
 
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.clap.msclap import MSCLAP2022, build_word_tokenizer
-from speechbrain_lmaczs.synthetic.events import CLASS_LABELS, EVENT_CLASSES, prompt_for
+from speechbrain_lmaczs.synthetic.events import CLASS_LABELS, EVENT_CLASSES
 
 #: Prefixes of the training captions. One is the zero-shot prompt's template; the others keep the text tower from
 #: depending on it.
@@ -100,6 +99,7 @@ def build_small_clap(
     Example
     -------
     >>> clap = build_small_clap(conv_channels=(2, 2, 4, 4, 8, 8), embedding_dim=8, proj_dim=4, text_width=16)
+    >>> from speechbrain_lmaczs.synthetic.events import prompt_for
     >>> clap.encode_text([prompt_for("hum")]).shape
     torch.Size([1, 4])
     """
@@ -143,6 +143,7 @@ def sample_caption(class_indices, rng):
 
     Example
     -------
+    >>> import numpy as np
     >>> caption = sample_caption([1, 2], np.random.default_rng(0))
     >>> ("hum" in caption, "and" in caption)
     (True, True)

@@ -184,7 +184,7 @@ def carve_events(logmels, targets, occupancy, prob, floor_db, generator):
     return logmels, targets
 
 
-def _with_carved_copies(scenes, floor_db, generator):
+def with_carved_copies(scenes, floor_db, generator):
     """``scenes`` followed by a copy of each with one event silenced (:func:`carve_events`) and its class removed."""
     n_classes = len(CLASS_LABELS)
     targets = torch.zeros(len(scenes), n_classes)
@@ -195,9 +195,29 @@ def _with_carved_copies(scenes, floor_db, generator):
     return SceneSet(torch.cat([scenes.logmels, logmels]), scenes.classes + classes)
 
 
-def _train_tagging(model, train, valid, epochs, batch_size, lr, generator, carve_prob=0.0):
-    """Stage 1: CNN14 and ``fc_audioset`` tag the classes present in each scene (with :func:`carve_events` when
-    ``carve_prob`` > 0); returns one log entry per epoch."""
+def train_tagging(model, train, valid, epochs, batch_size, lr, generator, carve_prob=0.0):
+    """Stage 1: CNN14 and ``fc_audioset`` tag the classes present in each scene (multi-label, binary
+    cross-entropy), with :func:`carve_events` when ``carve_prob`` > 0.
+
+    Parameters
+    ----------
+    model : MSCLAP2022
+        Trained in place (CNN14 and its AudioSet head only).
+    train, valid : SceneSet
+        Training scenes (with ``occupancy`` when carving) and single-event validation scenes.
+    epochs, batch_size : int
+    lr : float
+        Peak Adam learning rate (warm-up, then cosine decay).
+    generator : torch.Generator
+        Order of the batches and the carving draws.
+    carve_prob : float
+        Share of the scenes of each batch that lose one event.
+
+    Returns
+    -------
+    list of dict
+        One log entry per epoch (loss, valid tagging accuracy).
+    """
     if epochs == 0:
         return []
     base = model.audio_encoder.base
@@ -254,9 +274,31 @@ def _locked_accuracy(model, features, labels):
     return float((logits.argmax(-1) == labels).float().mean())
 
 
-def _train_contrastive(model, train, valid, epochs, batch_size, lr, generator, rng, locked):
+def train_contrastive(model, train, valid, epochs, batch_size, lr, generator, rng, locked):
     """Stages 2 (``locked``: CNN14 fixed) and 3 (everything trained): symmetric InfoNCE between scenes and freshly
-    drawn captions; returns one log entry per epoch."""
+    drawn captions (:func:`contrastive_loss`, clips of one event set as shared positives).
+
+    Parameters
+    ----------
+    model : MSCLAP2022
+        Trained in place.
+    train, valid : SceneSet
+        Training scenes and single-event validation scenes.
+    epochs, batch_size : int
+    lr : float
+        Peak Adam learning rate (warm-up, then cosine decay).
+    generator : torch.Generator
+        Order of the batches.
+    rng : numpy.random.Generator
+        Draws the captions (:func:`sample_caption`).
+    locked : bool
+        Keep CNN14 fixed (its clip embeddings are then computed once).
+
+    Returns
+    -------
+    list of dict
+        One log entry per epoch (loss, logit scale, zero-shot valid accuracy).
+    """
     if epochs == 0:
         return []
     stage = "contrastive (audio locked)" if locked else "contrastive (joint)"

@@ -48,13 +48,12 @@ import numpy as np
 import torch
 
 from speechbrain_lmaczs.clap import load_clap
-from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.clap.msclap import CONFIG_NAME
 from speechbrain_lmaczs.files import BuildStamp, write_json_atomic, write_text_atomic
 from speechbrain_lmaczs.synthetic.scene_sets import SceneSet, synthetic_logmels, zero_shot_accuracy
 from speechbrain_lmaczs.synthetic.scenes import GENERATOR_VERSION, SceneConfig
 from speechbrain_lmaczs.synthetic.small_clap import build_small_clap, small_frontend
-from speechbrain_lmaczs.synthetic.small_clap_stages import _train_contrastive, _train_tagging, _with_carved_copies
+from speechbrain_lmaczs.synthetic.small_clap_stages import train_contrastive, train_tagging, with_carved_copies
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +181,7 @@ def train_small_clap(
     Example
     -------
     >>> import tempfile
+    >>> from speechbrain_lmaczs.clap.frontend import LogMelFrontend
     >>> fe = LogMelFrontend(16000, 512, 320, 32, 50.0, 8000.0, clip_seconds=2.0)
     >>> tiny = dict(n_train=8, epochs=1, tagging_epochs=1, batch_size=8, n_valid=2, n_eval=10, frontend=fe,
     ...             conv_channels=(2, 2, 4, 4, 8, 8), embedding_dim=8, proj_dim=8, text_width=16, text_layers=1,
@@ -257,17 +257,17 @@ def train_small_clap(
             generator = torch.Generator().manual_seed(seed)
             rng = np.random.default_rng(seed)
             batch_size = int(batch_size)
-            log["tagging"] = _train_tagging(
+            log["tagging"] = train_tagging(
                 model, train, valid, tagging_epochs, batch_size, float(lr), generator, float(carve_prob)
             )
             contrastive_set = train
             if carve_prob > 0:
                 # Every training scene once more with one event silenced, captioned by what is left.
-                contrastive_set = _with_carved_copies(train, model.frontend.silence_db, generator)
-            log["contrastive"] = _train_contrastive(
+                contrastive_set = with_carved_copies(train, model.frontend.silence_db, generator)
+            log["contrastive"] = train_contrastive(
                 model, contrastive_set, valid, epochs, batch_size, float(lr), generator, rng, locked=True
             )
-            log["joint"] = _train_contrastive(
+            log["joint"] = train_contrastive(
                 model, train, valid, int(joint_epochs), batch_size, float(joint_lr), generator, rng, locked=False
             )
         model.eval().save_pretrained(folder)

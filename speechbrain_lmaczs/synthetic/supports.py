@@ -155,12 +155,24 @@ def support_masks(scene, grid, rel_db=-30.0, margin_db=0.0):
     >>> masks.shape, masks.dtype, bool(masks.any())
     ((1, 201, 40), dtype('bool'), True)
     """
-    event_power, rest_power = _source_powers(scene, grid)
-    return _supports(grid.project(event_power), grid.project(rest_power), rel_db, margin_db)
+    event_power, rest_power = source_powers(scene, grid)
+    return supports_from_powers(grid.project(event_power), grid.project(rest_power), rel_db, margin_db)
 
 
-def _source_powers(scene, grid):
-    """Linear-frequency power of each event alone and of the rest of the mixture around it (tensors)."""
+def source_powers(scene, grid):
+    """Linear-frequency power of each event alone and of the rest of the mixture around it.
+
+    Parameters
+    ----------
+    scene : Scene
+        At the grid's sampling rate.
+    grid : SpectrogramGrid
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Two (n_events, time, linear freq) tensors; :meth:`SpectrogramGrid.project` takes them to the grid.
+    """
     if scene.sample_rate != grid.sample_rate:
         raise ValueError(
             f"The scene is at {scene.sample_rate} Hz but the grid expects {grid.sample_rate} Hz: generate scenes "
@@ -173,6 +185,11 @@ def _source_powers(scene, grid):
         return _power(spectra[:-1]), _power(rest)
 
 
-def _supports(event_power, rest_power, rel_db, margin_db):
+def supports_from_powers(event_power, rest_power, rel_db=-30.0, margin_db=0.0):
+    """:func:`dominant_support` of each event, from (n_events, time, freq) powers on one grid -> bool array.
+
+    >>> supports_from_powers(np.array([[[1.0, 0.1]]]), np.array([[[0.5, 0.5]]])).tolist()
+    [[[True, False]]]
+    """
     return np.stack([dominant_support(e, r, rel_db, margin_db) for e, r in zip(event_power, rest_power)])
 
