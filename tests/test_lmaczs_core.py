@@ -9,7 +9,7 @@ import torchaudio
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
-from speechbrain_lmaczs.lmaczs.loss import grid_pairs, zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import grid_pairs, mask_overlap, mix_pairs, mixture_consistency, zero_shot_loss
 
 
 def _msclap_frontend():
@@ -271,3 +271,105 @@ def test_grid_pairs_cover_own_caption_first():
     assert pairs.shape == (8, 2)
     assert torch.equal(pairs[::2, 0], pairs[::2, 1])  # each audio's first pair is its own caption
     assert torch.equal(grid_pairs(3, 10), grid_pairs(3, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# power-domain Mel masking
+
+
+def test_power_mel_masking_ones_zeros_and_half_by_hand():
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)  # 10 log10(power), silence -100 dB
+    dom = MelMasking(fe, mask_on="power")
+    torch.manual_seed(0)
+    x = dom.representation(0.3 * torch.randn(2, 32000))
+    assert torch.equal(dom.apply_mask(x, torch.ones_like(x)), x)  # exactly the input
+    assert fe.silence_db == -100.0
+    assert torch.all(dom.apply_mask(x, torch.zeros_like(x)) == -100.0)
+    half = dom.apply_mask(x, torch.full_like(x, 0.5))
+    # 10 log10(0.5) = -3.0103 dB wherever that stays above the floor
+    assert torch.allclose(half - x, torch.full_like(x, -3.0103), atol=1e-4)
+    # a bin 2 dB above silence masked by 0.5 stops at the floor instead of going 1 dB below it
+    low = torch.tensor([[[fe.silence_db + 2.0]]])
+    assert float(MelMasking(fe, mask_on="power").apply_mask(low, torch.tensor([[[0.5]]]))) == -100.0
+    # equal to to_db(M * mel power) on the front-end's own mel power
+    mask = torch.rand_like(x)
+    power = 10.0 ** (x / 10.0)
+    assert torch.allclose(dom.apply_mask(x, mask), fe.to_db(mask * power), atol=1e-3)
+
+
+
+def test_power_mel_masking_with_db_offset_and_gradient():
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0, db_offset=100.0)
+    dom = MelMasking(fe, mask_on="power")
+    x = dom.representation(0.3 * torch.randn(1, 32000))
+    assert torch.all(dom.apply_mask(x, torch.zeros_like(x)) == 0.0)  # silence = 0 dB with the offset
+    mask = torch.full_like(x, 0.5, requires_grad=True)
+    dom.apply_mask(x, mask).sum().backward()
+    # d/dM 10 log10(M) = 10 / (M ln 10) = 8.686 at 0.5, in the bins that stay above the floor
+    above = (x - 3.0103) > 0
+    assert torch.allclose(mask.grad[above], torch.full_like(mask.grad[above], 10.0 / (0.5 * math.log(10.0))), atol=1e-3)
+    assert torch.isfinite(mask.grad).all()
+    with pytest.raises(ValueError, match="mask_on must be one of"):
+        MelMasking(fe, mask_on="db")
+
+
+def test_power_mel_masking_listen_scales_the_power_by_the_mask():
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)
+    dom = MelMasking(fe, mask_on="power")
+    torch.manual_seed(0)
+    wav = 0.3 * torch.randn(1, 32000)
+    x = dom.representation(wav)
+    assert torch.allclose(dom.listen(wav, torch.ones_like(x)), wav, atol=1e-4)
+    assert float(dom.listen(wav, torch.zeros_like(x)).abs().max()) < 1e-6
+    # a constant mask 0.25 scales the power by 0.25: half the amplitude, and the log-mel of what one hears is
+    # the masked log-mel the classifier sees
+    quarter = torch.full_like(x, 0.25)
+    heard = dom.listen(wav, quarter)
+    assert torch.allclose(heard, 0.5 * wav, atol=1e-4)
+    assert torch.allclose(dom.representation(heard), dom.apply_mask(x, quarter), atol=1e-2)
+    # the paper's masking listens with the mask on the magnitude
+    assert torch.allclose(MelMasking(fe).listen(wav, quarter), 0.25 * wav, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loss terms beyond the paper
+
+
+def test_mix_pairs_pair_consecutive_clips_once():
+    assert mix_pairs(4).tolist() == [[0, 1], [2, 3]]
+    assert mix_pairs(1).shape == (0, 2)
+
+
+def test_mixture_consistency_hand_computed():
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    clean = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    masked = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # similarity: |0.6 - 1.0| + |0.6 - 1.0| = 0.8; embedding: (1 - 0.6) + (1 - 0.6) = 0.8
+    assert math.isclose(float(mixture_consistency(text, clean, masked)), 0.8, abs_tol=1e-6)
+    assert math.isclose(float(mixture_consistency(text, clean, masked, "embedding")), 0.8, abs_tol=1e-6)
+    other = torch.tensor([[0.8, 0.6], [0.6, 0.8]])
+    # similarity ignores the part of the embedding orthogonal to the prompt; the embedding target does not
+    assert math.isclose(float(mixture_consistency(text, clean, other)), 0.2 + 0.2, abs_tol=1e-6)
+    assert math.isclose(float(mixture_consistency(text, clean, other, "embedding")), 2 * (1 - 0.96), abs_tol=1e-6)
+    assert float(mixture_consistency(text, clean, clean, "embedding")) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="target must be one of"):
+        mixture_consistency(text, clean, masked, "logits")
+
+
+def test_mixture_consistency_gradient_reaches_the_masked_mixture_only():
+    text = torch.tensor([[1.0, 0.0]])
+    clean = torch.tensor([[0.6, 0.8]], requires_grad=True)
+    masked = torch.tensor([[0.8, 0.6]], requires_grad=True)
+    mixture_consistency(text, clean, masked, "embedding").backward()
+    assert clean.grad is None or float(clean.grad.abs().sum()) == 0.0
+    assert torch.allclose(masked.grad, -clean.detach())
+
+
+def test_mask_overlap_hand_computed_and_gradient_is_the_other_mask():
+    a = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]]], requires_grad=True)
+    b = torch.tensor([[[0.5, 0.0], [1.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]]])
+    value = mask_overlap(a, b)
+    # (0.5 + 0 + 0 + 0) / 4 + 4 * 0.25 / 4 = 0.125 + 0.25
+    assert math.isclose(float(value), 0.375, abs_tol=1e-6)
+    value.backward()
+    assert torch.allclose(a.grad, b / 4)  # equal masks still get a gradient (unlike D)

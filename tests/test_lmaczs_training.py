@@ -1,6 +1,9 @@
 """LMAC-ZS integration: the Brain overfits a handful of clips; the LMAC-ZS interpreter's contract on both backends."""
 
+import math
+
 import pytest
+import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.train_logger import FileTrainLogger
@@ -11,6 +14,7 @@ from speechbrain_lmaczs.interpreters import build_interpreter
 from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
+from speechbrain_lmaczs.lmaczs.loss import zero_shot_loss
 
 
 def _batch(clap, samples_dir, names, captions):
@@ -46,6 +50,94 @@ def test_brain_overfits_two_clips(tiny_msclap, samples_dir, tmp_path):
     assert masks.std() > 0.02  # not a constant mask
     # the two prompts give different masks on the same clip
     assert (masks[pairs.index([0, 0])] - masks[pairs.index([1, 0])]).abs().mean() > 1e-3
+
+
+def _brain(clap, tmp_path, domain, **extra):
+    torch.manual_seed(0)
+    decoder = MaskDecoder(clap.hidden_channels, clap.joint_dim, width=16)
+    hparams = {"lambda_reg": 0.05, "lambda_div": 0.1, "use_logit_scale": True, "pairs_per_clip": None,
+               "train_logger": FileTrainLogger(str(tmp_path / "log.txt")), **extra}
+    brain = LMACZSBrain(
+        modules={"clap": clap, "decoder": decoder, "domain": domain},
+        opt_class=lambda params: torch.optim.Adam(params, lr=1e-2),
+        hparams=hparams,
+        run_opts={"device": "cpu"},
+    )
+    brain.on_fit_start()
+    return brain
+
+
+class _ShiftMasking(MelMasking):
+    """A non-multiplicative masking: the mask lowers the log-mel by 20 dB where it is 0."""
+
+    calls = 0
+
+    def apply_mask(self, x, mask):
+        type(self).calls += 1
+        return x - 20.0 * (1.0 - mask)
+
+
+def test_training_masks_through_the_domain(tiny_msclap, samples_dir, tmp_path):
+    domain = _ShiftMasking(tiny_msclap.frontend)
+    brain = _brain(tiny_msclap, tmp_path, domain)
+    batch = _batch(tiny_msclap, samples_dir, ["1-100032-A-0.wav", "2-100648-A-43.wav"],
+                   make_prompts(["dog", "car_horn"]))
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        x, masks, pairs = out["x"], out["masks"], out["pairs"]
+        calls = _ShiftMasking.calls
+        assert calls >= 1
+        expected = brain.embed_masked(x[pairs[:, 1]] - 20.0 * (1.0 - masks))
+        assert torch.allclose(out["masked_audio"], expected, atol=1e-6)
+        # what the paper's product would have given is something else
+        assert not torch.allclose(out["masked_audio"], brain.embed_masked(masks * x[pairs[:, 1]]), atol=1e-3)
+
+
+def test_paper_loss_is_unchanged_by_the_new_options_at_zero(tiny_msclap, samples_dir, tmp_path):
+    batch = _batch(tiny_msclap, samples_dir, ["1-100032-A-0.wav", "2-100648-A-43.wav"],
+                   make_prompts(["dog", "car_horn"]))
+    losses = []
+    for extra in ({}, {"lambda_mix": 0.0, "lambda_out": 0.0, "lambda_overlap": 0.0, "mix_target": "embedding"}):
+        brain = _brain(tiny_msclap, tmp_path, MelMasking(tiny_msclap.frontend), **extra)
+        with torch.no_grad():
+            out = brain.compute_forward(batch, stage=None)
+            assert "mix_masks" not in out  # no mixture is even formed
+            losses.append(brain.compute_objectives(out, batch, sb.Stage.TRAIN))
+            # the paper's formula on the paper's masking (mask * log-mel), as before the masking moved to the domain
+            x, masks, pairs = out["x"], out["masks"], out["pairs"]
+            masked = brain.embed_masked(masks * x[pairs[:, 1]])
+            paper = zero_shot_loss(out["text"], out["audio"], masked, masks, 0.05, 0.1, pairs=pairs)["loss"]
+            assert torch.equal(losses[-1], paper)
+    assert torch.equal(losses[0], losses[1])
+
+
+@pytest.mark.parametrize("target", ["similarity", "embedding"])
+def test_mixture_terms_are_added_and_train(tiny_msclap, samples_dir, tmp_path, target):
+    names = ["1-100032-A-0.wav", "2-100648-A-43.wav", "1-100038-A-14.wav"]
+    names = [n for n in names if (samples_dir / "ESC50" / "audio" / n).is_file()][:2]
+    batch = _batch(tiny_msclap, samples_dir, names, make_prompts(["dog", "car_horn"]))
+    weights = {"lambda_mix": 1.0, "lambda_out": 0.5, "lambda_overlap": 2.0, "mix_target": target}
+    brain = _brain(tiny_msclap, tmp_path, MelMasking(tiny_msclap.frontend, mask_on="power"), **weights)
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        # one mixture (clips 0 + 1), explained for both captions
+        assert out["mix_source"].tolist() == [0, 1] and out["mix_other"].tolist() == [1, 0]
+        assert out["mix_masks"].shape == (2, *out["x"].shape[1:])
+        total = brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+        terms = brain.mixture_terms(out)
+        paper = zero_shot_loss(out["text"], out["audio"], out["masked_audio"], out["masks"], 0.05, 0.1,
+                               pairs=out["pairs"])["loss"]
+        expected = paper + terms["mix"] + 0.5 * terms["out"] + 2.0 * terms["overlap"]
+        assert torch.allclose(total, expected, atol=1e-5)
+        t, a = out["text"], out["audio"]
+        if target == "similarity":
+            mix = ((t * a).sum(-1) - (t * out["mix_masked_audio"]).sum(-1)).abs().sum()
+        else:
+            mix = (1 - (a * out["mix_masked_audio"]).sum(-1)).sum()
+        assert torch.allclose(terms["mix"], mix, atol=1e-6)
+        assert torch.allclose(terms["overlap"], (out["mix_masks"][0] * out["mix_masks"][1]).mean(), atol=1e-6)
+    losses = [float(brain.fit_batch(batch)) for _ in range(15)]
+    assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < losses[0], losses
 
 
 @pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])

@@ -8,7 +8,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
-from speechbrain_lmaczs.lmaczs.loss import grid_pairs, zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import grid_pairs, mask_overlap, mix_pairs, mixture_consistency, zero_shot_loss
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,14 @@ class LMACZSBrain(sb.Brain):
     ``domain`` (a :class:`MaskingDomain` built on the CLAP's front-end). ``hparams`` must contain ``lambda_reg``,
     ``lambda_div``, ``pairs_per_clip`` (None: the paper's full B x B grid of text/audio pairs; k: each clip with its
     own caption and k - 1 others, see :func:`grid_pairs`), ``use_logit_scale`` and ``train_logger``.
+
+    Loss terms beyond the paper (each off, and the loss exactly the paper's, when its weight is 0 or absent):
+    mixtures of two clips of the batch are formed on the fly (:func:`mix_pairs`; waveforms summed) and explained
+    for each source's caption; ``lambda_mix`` weighs mix-consistency (the masked mixture must match the CLEAN
+    source, :func:`mixture_consistency` with ``mix_target`` ``"similarity"`` or ``"embedding"``), ``lambda_out``
+    the complement term (the mixture masked by 1 - M must match the OTHER source) and ``lambda_overlap`` the
+    overlap of the two sources' masks on their mixture (:func:`mask_overlap`). Validation adds them too, so the
+    checkpoint kept is the one best on these ground-truth-free criteria as well.
 
     Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
     labelled set also carry ``label`` (class index); with ``eval_prompts`` given, those stages compute zero-shot accuracy, the
@@ -70,11 +78,59 @@ class LMACZSBrain(sb.Brain):
         pairs = grid_pairs(wav.shape[0], self.hparams.pairs_per_clip, device=wav.device)
         ti, aj = pairs[:, 0], pairs[:, 1]
         masks = self.masks_for([h[aj] for h in hidden], text[ti], x[aj])
-        masked = self.embed_masked(masks * x[aj])
-        return {
+        masked = self.embed_masked(self.modules.domain.apply_mask(x[aj], masks))
+        out = {
             "x": x, "audio": audio, "hidden": hidden, "text": text, "pairs": pairs, "masks": masks,
             "masked_audio": masked,
         }
+        if self.uses_mixtures and wav.shape[0] >= 2:
+            out.update(self.mixture_forward(wav, text))
+        return out
+
+    def weight(self, name):
+        """Weight of an optional loss term (0 when the hparams do not set it)."""
+        return float(getattr(self.hparams, name, None) or 0.0)
+
+    @property
+    def uses_mixtures(self):
+        """Whether a mixture term of the loss is on."""
+        return any(self.weight(k) > 0 for k in ("lambda_mix", "lambda_out", "lambda_overlap"))
+
+    def mixture_forward(self, wav, text):
+        """Masks and masked embeddings of on-the-fly mixtures, each explained for both of its sources' captions.
+
+        Rows are ordered (all first sources, all second sources): ``mix_source[r]`` is the clip whose caption row r
+        explains, ``mix_other[r]`` the other clip of its mixture.
+        """
+        sources = mix_pairs(wav.shape[0], device=wav.device)
+        mix_x, _, mix_hidden = self.encode(wav[sources[:, 0]] + wav[sources[:, 1]])
+        rows = torch.arange(len(sources), device=wav.device).repeat(2)
+        source, other = sources.T.reshape(-1), sources.flip(1).T.reshape(-1)
+        domain = self.modules.domain
+        masks = self.masks_for([h[rows] for h in mix_hidden], text[source], mix_x[rows])
+        out = {"mix_source": source, "mix_other": other, "mix_masks": masks,
+               "mix_masked_audio": self.embed_masked(domain.apply_mask(mix_x[rows], masks))}
+        if self.weight("lambda_out") > 0:
+            out["mix_out_audio"] = self.embed_masked(domain.apply_mask(mix_x[rows], 1.0 - masks))
+        return out
+
+    def mixture_terms(self, predictions):
+        """The optional mixture terms (unweighted), as a dict of 0-d tensors."""
+        text, audio = predictions["text"].float(), predictions["audio"].float()
+        source, other = predictions["mix_source"], predictions["mix_other"]
+        target = getattr(self.hparams, "mix_target", None) or "similarity"
+        terms = {}
+        if self.weight("lambda_mix") > 0:
+            terms["mix"] = mixture_consistency(
+                text[source], audio[source], predictions["mix_masked_audio"].float(), target
+            )
+        if self.weight("lambda_out") > 0:
+            terms["out"] = mixture_consistency(text[source], audio[other], predictions["mix_out_audio"].float(), target)
+        if self.weight("lambda_overlap") > 0:
+            masks = predictions["mix_masks"].float()
+            half = len(masks) // 2
+            terms["overlap"] = mask_overlap(masks[:half], masks[half:])
+        return terms
 
     def compute_objectives(self, predictions, batch, stage):
         out = zero_shot_loss(
@@ -86,10 +142,14 @@ class LMACZSBrain(sb.Brain):
             self.hparams.lambda_div,
             pairs=predictions["pairs"],
         )
+        if "mix_masks" in predictions:
+            for key, value in self.mixture_terms(predictions).items():
+                out[key] = value
+                out["loss"] = out["loss"] + self.weight(f"lambda_{key}") * value
         if stage != sb.Stage.TRAIN:
             self.n_eval_batches += 1
-            for key in ("sim", "reg", "div"):
-                self.loss_parts[key] += float(out[key])
+            for key in self.loss_parts:
+                self.loss_parts[key] += float(out.get(key, 0.0))
             if self.eval_prompts is not None:
                 self.evaluate_faithfulness(predictions, batch)
         return out["loss"]
@@ -116,6 +176,7 @@ class LMACZSBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
+        self.loss_parts.update({k: 0.0 for k in ("mix", "out", "overlap") if self.weight(f"lambda_{k}") > 0})
         self.n_eval_batches = 0
         if stage == sb.Stage.TRAIN:
             # After an interrupted run, the recovered step shows that training resumes mid-epoch.

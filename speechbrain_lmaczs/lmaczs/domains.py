@@ -4,9 +4,12 @@ A domain turns a waveform at the encoder's rate into the representation ``X`` (b
 multiply, maps any (masked) representation to the encoder's log-mel (``to_logmel``), and turns a mask back into a
 listenable waveform that keeps the ORIGINAL phase (``listen``).
 
-- :class:`MelMasking`: ``X`` is the encoder's own log-mel (dB); the mask multiplies it (paper, Mel setup).
-  To listen, the mel mask is mapped to linear frequency (each linear bin takes the filterbank-weighted mean of the
-  mel-band values covering it; bins outside [f_min, f_max] take the nearest band) and applied to the STFT magnitude.
+- :class:`MelMasking`: ``X`` is the encoder's own log-mel (dB). With ``mask_on="log_mel"`` the mask multiplies it
+  (paper, Mel setup); with ``mask_on="power"`` it multiplies the mel POWER before the log (masked dB =
+  ``X + 10 log10(M)``, floored at the front-end's silence level, i.e. ``to_db(M * mel power)``), so a mask of 0 is
+  silence whatever the dB reference. To listen, the mel mask is mapped to linear frequency (each linear bin takes
+  the filterbank-weighted mean of the mel-band values covering it; bins outside [f_min, f_max] take the nearest
+  band) and scales the STFT magnitude (log_mel) or the STFT power (power: the magnitude by its square root).
 - :class:`STFTMasking`: ``X`` is the linear-frequency magnitude STFT of the clip resampled to 16 kHz; the mask
   multiplies the magnitude (so ``M * X`` with the original phase is exactly what one hears). The masked STFT reaches
   the encoder through a 16 kHz mel filterbank with the encoder's own band edges (bands above 8 kHz stay empty, as
@@ -103,7 +106,17 @@ class MaskingDomain(nn.Module):
 
 
 class MelMasking(MaskingDomain):
-    """The mask multiplies the encoder's log-mel input.
+    """The mask acts on the encoder's log-mel input: on the dB values themselves or on the power they measure.
+
+    Parameters
+    ----------
+    frontend : LogMelFrontend
+        The encoder's front-end.
+    mask_on : str
+        ``"log_mel"`` (the paper): masked = ``M * X``, so a zero mask sets a bin to 0 dB, which is silence only when
+        the front-end measures dB above its power floor. ``"power"``: masked = ``max(X + 10 log10(M), silence)`` =
+        ``to_db(M * mel power)``; a zero mask is silence with any dB reference (e.g. the released MS-CLAP's
+        ``10 log10(power)``), and a mask of 0.5 lowers a bin by 3.01 dB.
 
     Example
     -------
@@ -117,10 +130,20 @@ class MelMasking(MaskingDomain):
     >>> out = dom.listen(wav, torch.ones_like(x))
     >>> bool(torch.allclose(out, wav, atol=1e-4))
     True
+    >>> power = MelMasking(fe, mask_on="power")
+    >>> half = power.apply_mask(x, torch.full_like(x, 0.5)) - x
+    >>> round(float(half[x > fe.silence_db + 4].mean()), 2)
+    -3.01
     """
 
-    def __init__(self, frontend):
+    #: where the mask acts: ``"log_mel"`` (the paper) or ``"power"``
+    MASK_ON = ("log_mel", "power")
+
+    def __init__(self, frontend, mask_on="log_mel"):
         super().__init__(frontend)
+        if mask_on not in self.MASK_ON:
+            raise ValueError(f"MelMasking: mask_on must be one of {self.MASK_ON}, got {mask_on!r}.")
+        self.mask_on = mask_on
         self.register_buffer("mel_to_linear", self._mel_to_linear(frontend.mel_fbank), persistent=False)
 
     @staticmethod
@@ -163,8 +186,20 @@ class MelMasking(MaskingDomain):
     def to_logmel(self, x):
         return x
 
+    def apply_mask(self, x, mask):
+        """Masked log-mel: ``mask * x`` (``mask_on="log_mel"``) or ``to_db(mask * mel power)`` (``"power"``)."""
+        if self.mask_on == "log_mel":
+            return super().apply_mask(x, mask)
+        if mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
+        # A mask below 1e-30 (-300 dB) silences any bin; the clamp keeps the log and its gradient finite.
+        db = x + 10.0 * torch.log10(mask.clamp_min(1e-30))
+        return torch.clamp(db, min=self.frontend.silence_db)
+
     def linear_mask(self, mask):
-        return mask @ self.mel_to_linear
+        lin = mask @ self.mel_to_linear
+        # Power masking scales each bin's power by the mask, so its magnitude by the square root.
+        return lin.clamp_min(0.0).sqrt() if self.mask_on == "power" else lin
 
     def listening_stft(self, wav):
         return self.frontend.stft(wav), wav.shape[-1]

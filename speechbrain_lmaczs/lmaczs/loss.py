@@ -106,3 +106,79 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
 
     loss = sim + lambda_reg * reg + lambda_div * div
     return {"loss": loss, "sim": sim, "reg": reg, "div": div}
+
+
+#: what the masked mixture is matched to by :func:`mixture_consistency`
+MIX_TARGETS = ("similarity", "embedding")
+
+
+def mix_pairs(batch_size, device=None):
+    """Sources of the mixtures formed from a batch: clip 2k with clip 2k + 1, as a (B // 2, 2) LongTensor.
+
+    Each clip is a source of one mixture (an odd last clip of none), so the mixture terms cost one encoder pass
+    per mixture and one masked pass per (mixture, source) pair: B masked passes per batch.
+
+    >>> mix_pairs(5).tolist()
+    [[0, 1], [2, 3]]
+    """
+    first = torch.arange(0, batch_size - 1, 2, device=device)
+    return torch.stack([first, first + 1], dim=1)
+
+
+def mixture_consistency(text, target_audio, masked_audio, target="similarity"):
+    """Sum over N rows of how far a masked mixture is from a target clip, as seen from a prompt.
+
+    With t the prompt's text embedding, a the (normalised) embedding of the target clip and a' that of the masked
+    mixture::
+
+        similarity:  | t . a - t . a' |      (the paper's L_sim, with the clean source as the target)
+        embedding:   1 - a . a'               (the whole embedding, not only its projection on t)
+
+    Mix-consistency uses it with the mixture masked by source s's prompt and s's clean clip as the target: a mask
+    that keeps the other source too no longer costs nothing. With the mixture masked by the complement of s's mask
+    and the OTHER source's clip as the target, it asks that what the mask leaves out is the other source.
+
+    Parameters
+    ----------
+    text : torch.Tensor
+        (N, D) normalised prompt embeddings (used by ``"similarity"``).
+    target_audio : torch.Tensor
+        (N, D) normalised embeddings of the target clips (no gradient flows to them).
+    masked_audio : torch.Tensor
+        (N, D) normalised embeddings of the masked mixtures.
+    target : str
+        ``"similarity"`` or ``"embedding"``.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d sum over the rows.
+
+    Example
+    -------
+    >>> t = torch.tensor([[1.0, 0.0]])
+    >>> clean, masked = torch.tensor([[0.6, 0.8]]), torch.tensor([[0.8, 0.6]])
+    >>> round(float(mixture_consistency(t, clean, masked)), 4), round(float(mixture_consistency(t, clean, masked, "embedding")), 4)
+    (0.2, 0.04)
+    """
+    if target not in MIX_TARGETS:
+        raise ValueError(f"mixture_consistency: target must be one of {MIX_TARGETS}, got {target!r}.")
+    target_audio = target_audio.detach()
+    if target == "similarity":
+        return ((text * target_audio).sum(-1) - (text * masked_audio).sum(-1)).abs().sum()
+    return (1.0 - (target_audio * masked_audio).sum(-1)).sum()
+
+
+def mask_overlap(mask_a, mask_b):
+    """Sum over N mask pairs of the mean of their product: the share of the grid both masks keep.
+
+    Two prompts' masks on the same mixture should keep different events; the product is 0 wherever one of them
+    removes, and its gradient on each mask is the other mask, which (unlike D) does not vanish when the two masks
+    are equal.
+
+    >>> a = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]])
+    >>> b = torch.tensor([[[0.5, 0.0, 1.0, 0.0]]])
+    >>> float(mask_overlap(a, b))
+    0.125
+    """
+    return (mask_a * mask_b).flatten(1).mean(-1).sum()
