@@ -36,7 +36,7 @@ INTERPRETERS = {
 }
 
 
-def build_interpreter(name, classifier, model=None, **options):
+def build_interpreter(name, classifier, model=None, domain=None, **options):
     """Build the interpreter called ``name`` for ``classifier``.
 
     Parameters
@@ -46,8 +46,11 @@ def build_interpreter(name, classifier, model=None, **options):
     classifier : ZeroShotClassifier
         The classifier to explain.
     model : TrainedLMACZS, optional
-        A trained LMAC-ZS model: when given, the interpreter is built by its class's ``from_model`` (a method that
-        :attr:`~Interpreter.needs_model` takes its parts from it; the others ignore it).
+        A trained LMAC-ZS model: when given, every method is built by its class's ``from_model``, which hands it
+        the model's masking domain (a method that :attr:`~Interpreter.needs_model` takes its other parts from it).
+    domain : MaskingDomain, optional
+        Without a model: the masking domain of the representation (None: the paper's ``mask * X``). Every method
+        receives it the same way; those that perturb the input mask and define "absent" through it.
     **options
         Keyword arguments of that interpreter's constructor (e.g. ``n_steps`` for ``"ig"``).
 
@@ -82,22 +85,27 @@ def build_interpreter(name, classifier, model=None, **options):
     >>> build_interpreter("ig", classifier=None, steps=8)
     Traceback (most recent call last):
     ...
-    TypeError: Unknown option(s) ['steps'] for interpreter 'ig'; it accepts ['batch_size', 'n_steps'].
+    TypeError: Unknown option(s) ['steps'] for interpreter 'ig'; it accepts ['baseline', 'batch_size', 'n_steps'].
     """
     if name not in INTERPRETERS:
         raise ValueError(f"Unknown interpreter {name!r}: use one of {sorted(INTERPRETERS)}.")
     cls = INTERPRETERS[name]
+    if model is not None and domain is not None and domain is not model.domain:
+        raise ValueError("Pass a masking domain or a model (whose domain is used), not both.")
     if model is not None and cls.needs_model:
         # Its parts come from the model; from_model says which options, if any, it takes.
         return cls.from_model(classifier, model, **options)
     parameters = inspect.signature(cls).parameters
     variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = sorted(n for n, p in parameters.items() if n != "classifier" and p.kind not in variadic)
+    # The classifier and the domain come from the caller and the model, never from the options.
+    accepted = sorted(n for n, p in parameters.items() if n not in ("classifier", "domain") and p.kind not in variadic)
     unknown = sorted(set(options) - set(accepted))
     if unknown and not takes_any:
         raise TypeError(f"Unknown option(s) {unknown} for interpreter {name!r}; it accepts {accepted}.")
-    return cls.from_model(classifier, model, **options) if model is not None else cls(classifier, **options)
+    if model is not None:
+        return cls.from_model(classifier, model, **options)
+    return cls(classifier, domain=domain, **options)
 
 
 __all__ = [

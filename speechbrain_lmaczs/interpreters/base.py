@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.interpreters.targets import check_inputs, resolve_targets
+from speechbrain_lmaczs.lmaczs.domains import MaskingDomain
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,12 @@ class Interpreter(ABC):
         The classifier to explain; it is not modified.
     upsample_mode : str
         How saliency on a coarser grid is brought to the input grid (see :func:`saliency_to_mask`).
+    domain : MaskingDomain, optional
+        The masking domain of the representation explained (the one the metrics mask with). Methods that perturb
+        the input ask it how to mask (:meth:`apply_mask`) and what "absent" is (:meth:`absent`), so IG's baseline,
+        ScoreCAM's masked inputs and SmoothGrad's noise scale follow the same convention as the metrics.
+        :func:`~speechbrain_lmaczs.interpreters.build_interpreter` passes the model's domain to every method; None
+        keeps the paper's convention (the mask multiplies the representation, a masked-out bin is 0).
     """
 
     #: ``"abs"`` for gradient maps, ``"relu"`` for CAMs
@@ -101,29 +108,40 @@ class Interpreter(ABC):
     #: True when the method's parts come from a trained model (:meth:`from_model` needs it)
     needs_model = False
 
-    def __init__(self, classifier, upsample_mode="nearest"):
+    def __init__(self, classifier, upsample_mode="nearest", domain=None):
         if not isinstance(classifier, ZeroShotClassifier):
             raise TypeError(f"classifier must be a ZeroShotClassifier, got {type(classifier).__name__}.")
         if upsample_mode not in UPSAMPLE_MODES:
             raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}.")
         self.classifier = classifier
         self.upsample_mode = upsample_mode
+        self.domain = domain
 
     @classmethod
     def from_model(cls, classifier, model, **options):
-        """Build the interpreter of ``classifier``; ``model`` (a trained LMAC-ZS) is ignored unless the method
-        :attr:`needs_model`.
+        """Build the interpreter of ``classifier`` with the masking domain of ``model`` (a trained LMAC-ZS); a
+        method that :attr:`needs_model` takes its other parts from it too.
 
         Parameters
         ----------
         classifier : ZeroShotClassifier
             The classifier to explain.
-        model : TrainedLMACZS or None
+        model : TrainedLMACZS
             The trained model the evaluation or the explainer loaded.
         **options
             Keyword arguments of the constructor.
         """
-        return cls(classifier, **options)
+        return cls(classifier, domain=model.domain, **options)
+
+    def apply_mask(self, x, mask):
+        """``x`` masked as the domain masks (the paper's ``mask * x`` without a domain)."""
+        if self.domain is None:
+            return MaskingDomain.apply_mask(x, mask)
+        return self.domain.apply_mask(x, mask)
+
+    def absent(self, x):
+        """What masking leaves of ``x`` where the mask is 0 (:meth:`MaskingDomain.absent`)."""
+        return self.apply_mask(x, torch.zeros_like(x))
 
     @property
     def normalization(self):

@@ -31,12 +31,14 @@ class CAMInterpreter(Interpreter):
     upsample_mode : str
         Upsampling from the layer grid to the input grid: ``"nearest"`` (as L-MAC's GradCAM baseline),
         ``"nearest-exact"`` or ``"bilinear"``.
+    domain : MaskingDomain, optional
+        See :class:`~speechbrain_lmaczs.interpreters.base.Interpreter` (ScoreCAM masks the input through it).
     """
 
     rectify = "relu"
 
-    def __init__(self, classifier, layer=None, upsample_mode="nearest"):
-        super().__init__(classifier, upsample_mode=upsample_mode)
+    def __init__(self, classifier, layer=None, upsample_mode="nearest", domain=None):
+        super().__init__(classifier, upsample_mode=upsample_mode, domain=domain)
         layer = classifier.clap.cam_layer if layer is None else layer
         if not any(module is layer for module in classifier.modules()):
             raise ValueError("layer must be a submodule of the classifier (by default classifier.clap.cam_layer).")
@@ -109,14 +111,15 @@ class ScoreCAM(CAMInterpreter):
     """Score-CAM (Wang et al., 2020): channel weights from masked forwards, no gradient.
 
     For each clip and each channel c, the activation A_c is upsampled (bilinear) to the input grid, min-max
-    normalized to [0, 1] and multiplied with the input; the target score of that masked input (which includes the
+    normalized to [0, 1] and applied to the input as the masking domain applies a mask (the paper's Mel masking:
+    multiplied with it; power masking: it scales the mel power, so 0 is silence); the target score of that masked input (which includes the
     classifier's logit scale: with raw cosines the softmax below would be almost uniform) is ``s_c``. Weights are
     ``softmax_c(s_c)`` over the channels kept by :meth:`select_channels` (all of them here); other channels get
     weight 0. Cost: 1 + C forwards per clip, ``batch_size`` masked inputs at a time.
 
     Parameters
     ----------
-    classifier, layer, upsample_mode
+    classifier, layer, upsample_mode, domain
         See :class:`CAMInterpreter`.
     batch_size : int
         Masked copies of a clip sent through the classifier at once (bounds memory).
@@ -126,8 +129,8 @@ class ScoreCAM(CAMInterpreter):
     #: whether :meth:`select_channels` needs the gradients of the target score
     needs_gradients = False
 
-    def __init__(self, classifier, layer=None, upsample_mode="nearest", batch_size=64):
-        super().__init__(classifier, layer=layer, upsample_mode=upsample_mode)
+    def __init__(self, classifier, layer=None, upsample_mode="nearest", batch_size=64, domain=None):
+        super().__init__(classifier, layer=layer, upsample_mode=upsample_mode, domain=domain)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size}.")
         self.batch_size = int(batch_size)
@@ -161,7 +164,7 @@ class ScoreCAM(CAMInterpreter):
             high = masks.flatten(1).amax(dim=1)[:, None, None]
             # A constant channel (a dead ReLU unit) gives an all-zero mask rather than 0/0.
             masks = (masks - low) / (high - low).clamp_min(1e-12)
-            scores.append(targets.scorer(clip[None] * masks.to(clip.dtype))[:, column])
+            scores.append(targets.scorer(self.apply_mask(clip[None], masks.to(clip.dtype)))[:, column])
         return torch.cat(scores)
 
 
@@ -174,7 +177,7 @@ class GScoreCAM(ScoreCAM):
 
     Parameters
     ----------
-    classifier, layer, upsample_mode, batch_size
+    classifier, layer, upsample_mode, batch_size, domain
         See :class:`ScoreCAM`.
     top_fraction : float
         Fraction of the channels kept, in (0, 1] (0.1: k = 205 of CNN14's 2048).
@@ -183,8 +186,8 @@ class GScoreCAM(ScoreCAM):
     display_name = "GScoreCAM"
     needs_gradients = True
 
-    def __init__(self, classifier, layer=None, upsample_mode="nearest", batch_size=64, top_fraction=0.1):
-        super().__init__(classifier, layer=layer, upsample_mode=upsample_mode, batch_size=batch_size)
+    def __init__(self, classifier, layer=None, upsample_mode="nearest", batch_size=64, top_fraction=0.1, domain=None):
+        super().__init__(classifier, layer=layer, upsample_mode=upsample_mode, batch_size=batch_size, domain=domain)
         if not 0.0 < float(top_fraction) <= 1.0:
             raise ValueError(f"top_fraction must lie in (0, 1], got {top_fraction}.")
         self.top_fraction = float(top_fraction)

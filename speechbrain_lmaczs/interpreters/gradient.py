@@ -43,8 +43,16 @@ class InputGradientInterpreter(Interpreter):
 
     rectify = "abs"
 
-    def __init__(self, classifier):
-        super().__init__(classifier)
+    def __init__(self, classifier, domain=None):
+        super().__init__(classifier, domain=domain)
+
+    def floor(self, inputs):
+        """(batch,) the lowest value masking can give each clip: ``min(min x, min absent(x))``.
+
+        Under power Mel masking and STFT masking it is the silence level; under the paper's log-mel masking it is
+        the lower of the clip's minimum and 0 dB.
+        """
+        return torch.minimum(inputs.flatten(1).amin(dim=1), self.absent(inputs).flatten(1).amin(dim=1))
 
     @property
     def normalization(self):
@@ -55,8 +63,11 @@ class SmoothGrad(InputGradientInterpreter):
     """SmoothGrad (Smilkov et al., 2017): captum ``NoiseTunnel(Saliency)``, ``nt_type="smoothgrad"``.
 
     The gradient of the target score is averaged (signed) over ``n_samples`` noisy copies of each clip, with
-    Gaussian noise of standard deviation ``noise_level * (max - min)`` of that clip (L-MAC: 0.15, 50 samples);
-    the absolute value is taken once, by the shared normalization. Each clip draws its noise from the global RNG
+    Gaussian noise of standard deviation ``noise_level * (max(x) - floor)``: the clip's dynamic range above the
+    floor, the lowest value the masking domain can give it (:meth:`InputGradientInterpreter.floor`: silence under
+    power Mel or STFT masking, ``min(min x, 0 dB)`` under the paper's log-mel masking, where it is L-MAC's
+    ``max - min`` for any clip with a bin below 0 dB). L-MAC: 0.15, 50 samples. The absolute value is taken
+    once, by the shared normalization. Each clip draws its noise from the global RNG
     seeded with ``seed`` (and restored afterwards), so a clip's map does not depend on the batch it came in.
 
     Parameters
@@ -66,17 +77,19 @@ class SmoothGrad(InputGradientInterpreter):
     n_samples : int
         Noisy copies per clip.
     noise_level : float
-        Noise standard deviation relative to each clip's value range.
+        Noise standard deviation relative to each clip's dynamic range above the floor.
     batch_size : int
         Noisy copies sent through the classifier at once (bounds memory).
     seed : int
         Seed of the noise.
+    domain : MaskingDomain, optional
+        Defines the floor (see :class:`~speechbrain_lmaczs.interpreters.base.Interpreter`).
     """
 
     display_name = "SmoothGrad"
 
-    def __init__(self, classifier, n_samples=50, noise_level=0.15, batch_size=50, seed=0):
-        super().__init__(classifier)
+    def __init__(self, classifier, n_samples=50, noise_level=0.15, batch_size=50, seed=0, domain=None):
+        super().__init__(classifier, domain=domain)
         self.n_samples = _positive_int(n_samples, "n_samples")
         self.batch_size = _positive_int(batch_size, "batch_size")
         if not float(noise_level) >= 0.0:
@@ -87,9 +100,10 @@ class SmoothGrad(InputGradientInterpreter):
     def saliency(self, inputs, targets):
         tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(targets.scorer))
         maps = []
+        floors = self.floor(inputs)
         for i in range(inputs.shape[0]):
             clip = inputs[i : i + 1]
-            stdev = self.noise_level * float(clip.max() - clip.min())
+            stdev = self.noise_level * float(clip.max() - floors[i])
             with seeded(self.seed, clip.device):
                 maps.append(
                     tunnel.attribute(
@@ -106,10 +120,14 @@ class SmoothGrad(InputGradientInterpreter):
 
 
 class IntegratedGradients(InputGradientInterpreter):
-    """Integrated Gradients (Sundararajan et al., 2017): captum ``IntegratedGradients`` from a zero baseline.
+    """Integrated Gradients (Sundararajan et al., 2017): captum ``IntegratedGradients`` from an "absent" baseline.
 
-    Attributions are ``(x - 0) * mean gradient along the straight path`` (Gauss-Legendre, ``n_steps`` points);
-    they sum to ``score(x) - score(0)`` up to the quadrature error.
+    Attributions are ``(x - b) * mean gradient along the straight path from b to x`` (Gauss-Legendre, ``n_steps``
+    points); they sum to ``score(x) - score(b)`` up to the quadrature error. The baseline ``b`` is the input with
+    nothing in it, in the masking domain's convention: ``"absent"`` (default) is what a zero mask leaves
+    (:meth:`~speechbrain_lmaczs.lmaczs.domains.MaskingDomain.absent`: silence under power Mel or STFT masking,
+    0 dB, the paper's zero baseline, under log-mel masking or without a domain); ``"silence"`` is the front-end's
+    silence level whatever the masking (needs a domain).
 
     Parameters
     ----------
@@ -119,20 +137,34 @@ class IntegratedGradients(InputGradientInterpreter):
         Points on the path.
     batch_size : int
         Path points sent through the classifier at once, all clips together (captum's ``internal_batch_size``).
+    baseline : str
+        ``"absent"`` or ``"silence"`` (see above).
+    domain : MaskingDomain, optional
+        Defines the baseline (see :class:`~speechbrain_lmaczs.interpreters.base.Interpreter`).
     """
 
     display_name = "IG"
+    BASELINES = ("absent", "silence")
 
-    def __init__(self, classifier, n_steps=50, batch_size=64):
-        super().__init__(classifier)
+    def __init__(self, classifier, n_steps=50, batch_size=64, baseline="absent", domain=None):
+        super().__init__(classifier, domain=domain)
         self.n_steps = _positive_int(n_steps, "n_steps")
         self.batch_size = _positive_int(batch_size, "batch_size")
+        if baseline not in self.BASELINES:
+            raise ValueError(f"IG baseline must be one of {self.BASELINES}, got {baseline!r}.")
+        if baseline == "silence" and domain is None:
+            raise ValueError("IG baseline 'silence' needs the masking domain (build it with a model or a domain).")
+        self.baseline = baseline
+
+    def baselines(self, inputs):
+        """The baseline of each clip, shaped like ``inputs``."""
+        return self.domain.silence(inputs) if self.baseline == "silence" else self.absent(inputs)
 
     def saliency(self, inputs, targets):
         method = captum_attr.IntegratedGradients(targets.scorer)
         return method.attribute(
             inputs,
-            baselines=torch.zeros_like(inputs),
+            baselines=self.baselines(inputs),
             target=targets.index,
             n_steps=self.n_steps,
             internal_batch_size=self.batch_size,

@@ -24,11 +24,10 @@ class LMACZSInterpreter(Interpreter):
     normalization = "none: the decoder's sigmoid output is the mask (on the input grid)"
 
     def __init__(self, classifier, decoder, domain=None):
-        super().__init__(classifier)
+        super().__init__(classifier, domain=domain)
         if decoder.input_skip and domain is None:
             raise ValueError("This decoder has an input skip: pass the masking domain it was trained on.")
         self.decoder = decoder
-        self.domain = domain
 
     @classmethod
     def from_model(cls, classifier, model, **options):

@@ -81,6 +81,23 @@ class MaskingDomain(nn.Module):
             raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
         return mask * x
 
+    def absent(self, x):
+        """What this domain's masking leaves of ``x`` where the mask is 0: ``apply_mask(x, 0)``.
+
+        The one notion of "absent" of every interpreter and metric (IG's default baseline, the floor of SmoothGrad's
+        noise scale): silence under power Mel masking and STFT masking; 0 dB under the paper's log-mel masking
+        (silence only when the front-end measures dB above its power floor).
+        """
+        return self.apply_mask(x, torch.zeros_like(x))
+
+    def silence(self, x):
+        """The representation of a silent clip on the grid of ``x`` (the front-end's floor)."""
+        raise NotImplementedError
+
+    def describe(self):
+        """The domain as results tables print it, e.g. ``MelMasking(mask_on=power)``."""
+        return type(self).__name__
+
     def listen(self, wav, mask):
         """Listenable explanation: ISTFT(mask * |STFT(wav)| * exp(j * phase(STFT(wav)))).
 
@@ -134,6 +151,13 @@ class MelMasking(MaskingDomain):
     >>> half = power.apply_mask(x, torch.full_like(x, 0.5)) - x
     >>> round(float(half[x > fe.silence_db + 4].mean()), 2)
     -3.01
+
+    "Absent" is what a zero mask leaves: silence under power masking, 0 dB under the paper's masking.
+
+    >>> bool(torch.equal(power.absent(x), power.silence(x))), float(power.silence(x).max()), power.describe()
+    (True, -100.0, 'MelMasking(mask_on=power)')
+    >>> float(dom.absent(x).abs().max()), dom.describe()
+    (0.0, 'MelMasking(mask_on=log_mel)')
     """
 
     #: where the mask acts: ``"log_mel"`` (the paper) or ``"power"``
@@ -195,6 +219,12 @@ class MelMasking(MaskingDomain):
         # A mask below 1e-30 (-300 dB) silences any bin; the clamp keeps the log and its gradient finite.
         db = x + 10.0 * torch.log10(mask.clamp_min(1e-30))
         return torch.clamp(db, min=self.frontend.silence_db)
+
+    def silence(self, x):
+        return torch.full_like(x, self.frontend.silence_db)
+
+    def describe(self):
+        return f"{type(self).__name__}(mask_on={self.mask_on})"
 
     def linear_mask(self, mask):
         lin = mask @ self.mel_to_linear
@@ -309,6 +339,9 @@ class STFTMasking(MaskingDomain):
 
     def linear_mask(self, mask):
         return mask
+
+    def silence(self, x):
+        return torch.zeros_like(x)  # a zero magnitude is silence (the encoder's floor once through to_logmel)
 
     def listening_stft(self, wav):
         wav16 = self.resample(wav)
