@@ -59,8 +59,11 @@ def test_mixture_never_uses_the_clip_itself(manifests):
             noise = peak_normalize(contaminate.contaminant(clip_id))
             (match,) = [other for other, wav in clips.items() if torch.allclose(noise, wav, atol=1e-5)]
             assert match != clip_id
+            # the evaluation's prompt selectivity reads the contaminant's label through this id
+            assert contaminate.contaminant_id(clip_id) == match
             used.add(match)
     assert len(used) > 1
+    assert Contaminator("white_noise", 3.0, rate, 5 * rate, seed=0).contaminant_id("1-100032-A-0") is None
 
 
 def test_speech_pool_from_a_folder(clean):

@@ -116,15 +116,26 @@ class Contaminator:
         if condition == "mixture" and len(self.pool) < 2:
             raise DataPrepError("Contamination 'mixture' needs a pool with at least two clips (never the clip itself).")
 
+    def _pick(self, clip_id, gen):
+        """(id, path) of the pool item mixed into ``clip_id``: the first draw of the clip's generator."""
+        candidates = [(key, path) for key, path in self.pool if key != clip_id]
+        if not candidates:
+            raise DataPrepError(f"The contamination pool holds nothing but {clip_id!r} itself.")
+        return candidates[int(torch.randint(len(candidates), (1,), generator=gen))]
+
+    def contaminant_id(self, clip_id):
+        """Id of the pool item (for ``"mixture"``: the clip's manifest key) mixed into ``clip_id``; None for the
+        conditions without a pool. The same draw as :meth:`contaminant`, without loading any audio."""
+        if self.condition not in _POOLED:
+            return None
+        return self._pick(clip_id, clip_generator(clip_id, self.seed))[0]
+
     def contaminant(self, clip_id, generator=None):
         """The unscaled contaminant of a clip, (clip_samples,), drawn from the clip's generator."""
         gen = clip_generator(clip_id, self.seed) if generator is None else generator
         if self.condition == "white_noise":
             return torch.randn(self.clip_samples, generator=gen)
-        candidates = [path for key, path in self.pool if key != clip_id]
-        if not candidates:
-            raise DataPrepError(f"The contamination pool holds nothing but {clip_id!r} itself.")
-        path = candidates[int(torch.randint(len(candidates), (1,), generator=gen))]
+        _, path = self._pick(clip_id, gen)
         noise = load_audio(path, self.sample_rate)
         if noise.numel() == 0:
             raise DataPrepError(f"Contamination file {path} is empty: rebuild the pool manifest.")

@@ -5,7 +5,8 @@ Every public name is importable from here (``from speechbrain_lmaczs.metrics imp
 
 - :mod:`.faithfulness_scores`: AI, AD, AG, FF, Fid-In from the classifier's probabilities, the eight-column
   :func:`faithfulness_metrics` and the zero-shot accuracy (definitions and open decisions in its docstring);
-- :mod:`.mask_statistics`: SPS, COMP, MM;
+- :mod:`.mask_statistics`: SPS, COMP, MM, and the constant reference mask of a method's masks;
+- :mod:`.selectivity`: prompt selectivity on a two-source mixture (no ground truth needed);
 - :mod:`.localization`: top-k% IoU and the pointing game against a ground-truth support;
 - :mod:`.accumulator`: :class:`MetricAccumulator`.
 
@@ -35,7 +36,8 @@ from speechbrain_lmaczs.metrics.localization import (
     pointing_game,
     top_k_region,
 )
-from speechbrain_lmaczs.metrics.mask_statistics import GINI_EPS, complexity, mask_mean, sparseness
+from speechbrain_lmaczs.metrics.mask_statistics import GINI_EPS, complexity, constant_mean_mask, mask_mean, sparseness
+from speechbrain_lmaczs.metrics.selectivity import prompt_selectivity
 
 # Earlier (British) spellings, kept for code written against them.
 LOCALISATION_NAMES = LOCALIZATION_NAMES
@@ -51,6 +53,7 @@ __all__ = [
     "average_gain",
     "average_increase",
     "complexity",
+    "constant_mean_mask",
     "faithfulness",
     "faithfulness_metrics",
     "input_fidelity",
@@ -59,6 +62,7 @@ __all__ = [
     "mask_mean",
     "pointing_game",
     "predicted_class",
+    "prompt_selectivity",
     "sparseness",
     "top_k_region",
     "zero_shot_accuracy",

@@ -103,3 +103,34 @@ def mask_mean(masks):
     return masks.flatten(1).to(torch.float64).mean(dim=-1).to(_float_dtype(masks))
 
 
+
+
+def constant_mean_mask(masks):
+    """The reference mask of each clip: constant, equal to that clip's mask mean (same size, no structure).
+
+    Scored with the same metrics as the masks themselves, it shows what a method's masks add beyond their size:
+    a mask of mean 0.9 keeps most of any input whatever its shape, so its AI/AD say little until compared with
+    this reference. The reference is taken per clip (not one constant over the set) so that it keeps the
+    per-clip variation of the mask size (e.g. LMAC-ZS's masks shrink with the audio-prompt similarity) and
+    differs from the method only in where the mask puts its mass; it also needs no second pass over the data.
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (batch, time, freq) masks.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, time, freq), each clip's mask mean everywhere.
+
+    Examples
+    --------
+    >>> constant_mean_mask(torch.tensor([[[0.0, 1.0], [0.5, 0.5]], [[1.0, 1.0], [1.0, 0.6]]]))
+    tensor([[[0.5000, 0.5000],
+             [0.5000, 0.5000]],
+    <BLANKLINE>
+            [[0.9000, 0.9000],
+             [0.9000, 0.9000]]])
+    """
+    return mask_mean(masks)[:, None, None].expand_as(masks).clone()
