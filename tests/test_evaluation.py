@@ -15,12 +15,14 @@ from speechbrain_lmaczs.evaluation import (
     METHODS,
     PER_CLIP_COLUMNS,
     RESULT_COLUMNS,
+    SELECTIVITY,
     VALUE_NAMES,
     EvalSettings,
     evaluate,
     prepare_evaluation_data,
     randomization_blocks,
 )
+from speechbrain_lmaczs.evaluation.store import TEXT_COLUMNS
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
 from speechbrain_lmaczs.lmaczs.pretrained import TrainedLMACZS
@@ -104,28 +106,32 @@ def first_run(model, manifest, tmp_path_factory):
     return out, rows
 
 
-def test_results_have_one_numeric_row_per_pair(first_run):
+def test_results_have_a_method_row_and_a_reference_row_per_pair(first_run):
     out, returned = first_run
     rows = read_csv(out / "results.csv")
     assert tuple(rows[0]) == RESULT_COLUMNS
-    pairs = [(r["method"], r["condition"]) for r in rows]
-    assert sorted(pairs) == sorted((m, c) for m in ("gradcam", "lmaczs") for c in ("clean", "speech"))
-    assert_numeric(rows, RESULT_COLUMNS[2:])
+    keys = [(r["method"], r["condition"], r["mask"]) for r in rows]
+    assert sorted(keys) == sorted(
+        (m, c, k) for m in ("gradcam", "lmaczs") for c in ("clean", "speech") for k in ("method", "constant_mean")
+    )
+    assert_numeric(rows, [c for c in RESULT_COLUMNS if c not in TEXT_COLUMNS + (SELECTIVITY,)])
+    assert all(math.isnan(float(r[SELECTIVITY])) for r in rows)  # no mixture here
+    assert {r["domain"] for r in rows} == {"MelMasking(mask_on=log_mel)"}
     assert all(int(r["n_clips"]) == N_QUICK and int(r["n_nonfinite"]) == 0 for r in rows)
     assert all(float(r["seconds_per_clip"]) > 0 and float(r["forward_ratio"]) > 0 for r in rows)
-    assert [(r["method"], r["condition"]) for r in returned] == pairs
+    assert [(r["method"], r["condition"], r["mask"]) for r in returned] == keys
 
 
 def test_per_clip_rows_cover_every_clip_of_every_pair_once(first_run):
     out, _ = first_run
     rows = read_csv(out / "per_clip.csv")
     assert tuple(rows[0]) == PER_CLIP_COLUMNS
-    keys = [(r["method"], r["condition"], r["id"]) for r in rows]
-    assert len(keys) == len(set(keys)) == N_QUICK * 4
+    keys = [(r["method"], r["condition"], r["mask"], r["id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == N_QUICK * 8
     ids = {r["id"] for r in rows}
     assert len(ids) == N_QUICK and ids <= set(CLIPS)
-    for pair in {(r["method"], r["condition"]) for r in rows}:
-        assert {r["id"] for r in rows if (r["method"], r["condition"]) == pair} == ids
+    for pair in {(r["method"], r["condition"], r["mask"]) for r in rows}:
+        assert {r["id"] for r in rows if (r["method"], r["condition"], r["mask"]) == pair} == ids
     assert all(r["label"] == CLIPS[r["id"]] for r in rows)
     assert all(r["target"] == r["predicted"] for r in rows)  # default target: the zero-shot decision
     assert_numeric(rows, VALUE_NAMES)
@@ -135,7 +141,8 @@ def test_means_in_results_are_the_means_of_the_per_clip_rows(first_run):
     out, _ = first_run
     per_clip = read_csv(out / "per_clip.csv")
     for row in read_csv(out / "results.csv"):
-        mine = [r for r in per_clip if (r["method"], r["condition"]) == (row["method"], row["condition"])]
+        key = (row["method"], row["condition"], row["mask"])
+        mine = [r for r in per_clip if (r["method"], r["condition"], r["mask"]) == key]
         for name in VALUE_NAMES:
             mean = sum(float(r[name]) for r in mine) / len(mine)
             assert float(row[name]) == pytest.approx(mean, rel=1e-6, abs=1e-9), name
@@ -159,7 +166,9 @@ def test_every_method_sees_the_same_input_in_a_condition(first_run):
 def test_markdown_states_table_ad_variant_and_normalisations(first_run):
     out, _ = first_run
     text = (out / "results.md").read_text()
-    assert "| method | AI | AD | AG | FF | Fid-In | SPS | COMP | MM |" in text
+    assert "| method | AI | AD | AG | FF | Fid-In | SPS | COMP | MM | PS |" in text
+    assert "- Masking domain: `MelMasking(mask_on=log_mel)`" in text
+    assert "| *GradCAM const.* |" in text and "| *LMAC-ZS const.* |" in text
     for condition in ("clean", "speech"):
         assert f"*{condition} (accuracy" in text
     assert "GradCAM" in text and "LMAC-ZS" in text
@@ -187,7 +196,7 @@ def test_max_clips_and_max_batches_limit_the_clips(model, manifest, tmp_path):
     assert len({r["id"] for r in read_csv(tmp_path / "a" / "per_clip.csv")}) == N_QUICK
     rows = evaluate(model, manifest, str(tmp_path / "b"), fast_settings(methods=("gradcam",), max_batches=1))
     assert {r["n_clips"] for r in rows} == {2}
-    assert len(read_csv(tmp_path / "b" / "per_clip.csv")) == 2
+    assert len(read_csv(tmp_path / "b" / "per_clip.csv")) == 2 * 2  # the method's masks and the reference
 
 
 def test_a_fixed_prompt_is_explained_for_every_clip(model, manifest, tmp_path, first_run):
@@ -215,7 +224,7 @@ def test_stft_masking_checkpoints_are_evaluated_on_the_stft(model, manifest, tmp
         sanity_clips=1,
     )
     rows = evaluate(stft_model, manifest, str(tmp_path), settings)
-    assert [r["n_clips"] for r in rows] == [2, 2]
+    assert [r["n_clips"] for r in rows] == [2, 2, 2, 2]
     assert "`STFTMasking`" in (tmp_path / "results.md").read_text()
     assert len(read_csv(tmp_path / "sanity_randomisation.csv")) == 6
 
@@ -257,7 +266,7 @@ def test_restart_skips_finished_pairs(model, manifest, tmp_path, monkeypatch):
     assert evaluated == [("lmaczs", "clean")]
     after = read_csv(tmp_path / "results.csv")
     assert [r for r in after if r["method"] == "gradcam"] == before
-    assert len(read_csv(tmp_path / "per_clip.csv")) == 2 * N_QUICK
+    assert len(read_csv(tmp_path / "per_clip.csv")) == 2 * 2 * N_QUICK
 
 
 def test_interrupted_pair_is_redone_without_duplicate_rows(model, manifest, tmp_path, monkeypatch):
@@ -266,9 +275,9 @@ def test_interrupted_pair_is_redone_without_duplicate_rows(model, manifest, tmp_
     with pytest.raises(SimulatedCrash):
         evaluate(model, manifest, str(tmp_path), settings)
     # gradcam/clean finished; lmaczs/clean wrote its first batch, then stopped.
-    assert [(r["method"], r["condition"]) for r in read_csv(tmp_path / "results.csv")] == [("gradcam", "clean")]
+    assert {(r["method"], r["condition"]) for r in read_csv(tmp_path / "results.csv")} == {("gradcam", "clean")}
     per_clip = read_csv(tmp_path / "per_clip.csv")
-    assert sum(r["method"] == "lmaczs" for r in per_clip) == 2
+    assert sum(r["method"] == "lmaczs" for r in per_clip) == 2 * 2
     # A crash in the middle of a write leaves a cut line behind.
     with open(tmp_path / "per_clip.csv", "a", encoding="utf-8") as fout:
         fout.write("lmaczs,clean,3-103051-C-19,thunder")
@@ -277,10 +286,10 @@ def test_interrupted_pair_is_redone_without_duplicate_rows(model, manifest, tmp_
     evaluate(model, manifest, str(tmp_path), settings)
     assert evaluated == [("lmaczs", "clean"), ("gradcam", "white_noise"), ("lmaczs", "white_noise")]
     per_clip = read_csv(tmp_path / "per_clip.csv")
-    keys = [(r["method"], r["condition"], r["id"]) for r in per_clip]
-    assert len(keys) == len(set(keys)) == N_QUICK * 4
+    keys = [(r["method"], r["condition"], r["mask"], r["id"]) for r in per_clip]
+    assert len(keys) == len(set(keys)) == N_QUICK * 8
     assert_numeric(per_clip, VALUE_NAMES)
-    assert len(read_csv(tmp_path / "results.csv")) == 4
+    assert len(read_csv(tmp_path / "results.csv")) == 8
 
 
 @pytest.mark.parametrize(

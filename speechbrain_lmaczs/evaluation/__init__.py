@@ -3,17 +3,20 @@
 Every method explains the SAME zero-shot classifier on the SAME representation ``X`` (the masking domain of the
 trained LMAC-ZS checkpoint), for the same target (the zero-shot decision ``c^``, or one fixed prompt), with the
 same temperature (the checkpoint's logit scale). For each clip, ``p``, ``o`` and ``q`` are the softmax outputs of
-the classifier on ``X``, ``M * X`` and ``(1 - M) * X``; :func:`~speechbrain_lmaczs.metrics.faithfulness_metrics`
+the classifier on ``X``, ``M * X`` and ``(1 - M) * X`` (masked as the masking domain masks); :func:`~speechbrain_lmaczs.metrics.faithfulness_metrics`
 turns them into the paper's metrics. Each contamination condition (clean, mixture, white noise, speech at a given
 SNR) is deterministic per clip, so every method sees the same contaminated input.
 
 Files written to the output folder:
 
-- ``results.csv``: one row per (method, condition): the metric means, the zero-shot ``accuracy`` (percent),
-  ``n_clips``, ``n_nonfinite`` (clips with a non-finite metric, left out of the means), ``seconds_per_clip``
-  (explanation time) and ``forward_ratio`` (explanation time over one classification forward of the same batch);
-- ``per_clip.csv``: every metric of every clip, with method, condition, clip id, label, predicted and explained
-  class; rows are written as they come, so memory does not grow with the dataset;
+- ``results.csv``: two rows per (method, condition), told apart by ``mask``: ``"method"`` (the method's masks)
+  and ``"constant_mean"`` (its reference: each clip's mask replaced by a constant mask of the same mean, scored
+  the same way, see :mod:`.scoring`); the metric means, the zero-shot ``accuracy`` (percent), ``selectivity``
+  (prompt selectivity, mixture condition only, NaN elsewhere), ``n_clips``, ``n_nonfinite`` (clips with a
+  non-finite metric, left out of the means), ``seconds_per_clip`` (explanation time) and ``forward_ratio``
+  (explanation time over one classification forward of the same batch), and ``domain`` (the masking domain);
+- ``per_clip.csv``: every metric of every clip, with method, condition, mask kind, clip id, label, predicted and
+  explained class; rows are written as they come, so memory does not grow with the dataset;
 - ``results.md``: the table in the paper's layout, with the AD variant, each method's mask normalization and the
   cost of each method;
 - ``eval_state.json``: the settings the results were computed with (a restart with other settings is refused);
@@ -26,8 +29,9 @@ per-clip rows are on disk. A restarted run skips the pairs it lists and first dr
 of a pair it does not list (the pair that was interrupted), so no row is ever duplicated.
 
 The modules, in the order a run uses them: :mod:`.settings` (what to run, from ``eval.yaml``), :mod:`.setup` (the
-data, classifier, prompts and target every pair shares), :mod:`.run` (the loop), :mod:`.store` (result files and
-resume), :mod:`.tables` (``results.md``) and :mod:`.sanity_checks`.
+data, classifier, prompts and target every pair shares), :mod:`.run` (the loop), :mod:`.scoring` (reference rows,
+prompt selectivity), :mod:`.store` (result files and resume), :mod:`.tables` (``results.md``) and
+:mod:`.sanity_checks`.
 """
 
 from speechbrain_lmaczs.evaluation.run import clap_overrides, evaluate, evaluate_pair, run_evaluation
@@ -39,16 +43,20 @@ from speechbrain_lmaczs.evaluation.sanity_checks import (
     similarity_check,
 )
 from speechbrain_lmaczs.evaluation.settings import METHODS, EvalSettings
+from speechbrain_lmaczs.evaluation.scoring import mixture_selectivity, reference_metrics
 from speechbrain_lmaczs.evaluation.setup import make_interpreter, prepare_evaluation_data
 from speechbrain_lmaczs.evaluation.store import (
+    MASK_KINDS,
     PER_CLIP_COLUMNS,
     PER_CLIP_CSV,
     PER_CLIP_KEYS,
     RESULT_COLUMNS,
     RESULTS_CSV,
     RESULTS_MD,
+    SELECTIVITY,
     STATE_JSON,
     VALUE_NAMES,
+    by_method,
     read_results,
 )
 from speechbrain_lmaczs.evaluation.tables import AD_VARIANTS, DISPLAY_NAMES, write_markdown
@@ -61,6 +69,7 @@ randomisation_check = randomization_check
 __all__ = [
     "AD_VARIANTS",
     "DISPLAY_NAMES",
+    "MASK_KINDS",
     "METHODS",
     "PER_CLIP_COLUMNS",
     "PER_CLIP_CSV",
@@ -69,18 +78,22 @@ __all__ = [
     "RESULTS_CSV",
     "RESULTS_MD",
     "RESULT_COLUMNS",
+    "SELECTIVITY",
     "STATE_JSON",
     "VALUE_NAMES",
     "EvalSettings",
     "block_label",
+    "by_method",
     "clap_overrides",
     "evaluate",
     "evaluate_pair",
     "make_interpreter",
+    "mixture_selectivity",
     "prepare_evaluation_data",
     "randomization_blocks",
     "randomization_check",
     "read_results",
+    "reference_metrics",
     "run_evaluation",
     "similarity_check",
     "write_markdown",

@@ -11,12 +11,15 @@ from tqdm import tqdm
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 from speechbrain_lmaczs.evaluation.sanity_checks import randomization_check, similarity_check
 from speechbrain_lmaczs.evaluation.settings import EvalSettings
-from speechbrain_lmaczs.evaluation.setup import Setup, batch_loader, condition_dataset, data_digest
+from speechbrain_lmaczs.evaluation.scoring import explain_sources, mixture_selectivity, reference_metrics
+from speechbrain_lmaczs.evaluation.setup import Setup, batch_loader, condition_dataset, data_digest, mixture_partners
 from speechbrain_lmaczs.evaluation.store import (
+    MASK_KINDS,
     PER_CLIP_COLUMNS,
     PER_CLIP_CSV,
     RESULTS_CSV,
     RESULTS_MD,
+    SELECTIVITY,
     VALUE_NAMES,
     keep_finished_rows,
     load_state,
@@ -124,16 +127,23 @@ def _timed(classifier, x, device):
     return logits, _elapsed(start, device)
 
 
-def evaluate_pair(setup, method, condition, interpreter, dataset, settings, row_writer, device, flush=None):
-    """Metrics of one (method, condition) over ``dataset``, streamed.
+def evaluate_pair(
+    setup, method, condition, interpreter, dataset, settings, row_writer, device, flush=None, partners=None
+):
+    """Metrics of one (method, condition) over ``dataset``, streamed: the method's row and its reference row.
+
+    ``partners`` (mixture condition): clip id -> class index of the clip mixed into it; with it, each clip is
+    also explained for both sources' class prompts and scored by prompt selectivity.
 
     Returns
     -------
-    dict
-        The results.csv row.
+    list of dict
+        The two results.csv rows: the method's masks (``mask="method"``) and the constant masks of their means
+        (``mask="constant_mean"``).
     """
     classifier, domain = setup.classifier, setup.domain
-    accumulator = MetricAccumulator(VALUE_NAMES, row_writer=row_writer)
+    kinds = {kind: MetricAccumulator(VALUE_NAMES, row_writer=row_writer) for kind in MASK_KINDS}
+    selectivity = {kind: MetricAccumulator((SELECTIVITY,)) for kind in MASK_KINDS}
     timing = _Timing()
     loader, total = batch_loader(dataset, settings)
     for batch in tqdm(loader, total=total, desc=f"{method} | {condition}", unit="batch", dynamic_ncols=True):
@@ -153,36 +163,57 @@ def evaluate_pair(setup, method, condition, interpreter, dataset, settings, row_
         # The reference is the median of the batch's three classification forwards (X, M*X, (1-M)*X): same cost,
         # and one busy moment of a shared machine does not skew the ratio.
         timing.add(explain_s, sorted((forward_p, forward_o, forward_q))[1], x.shape[0])
-        values = faithfulness_metrics(p, o, q, masks, targets, legacy_double_softmax=settings.legacy_double_softmax)
+        legacy = settings.legacy_double_softmax
+        values = {
+            "method": faithfulness_metrics(p, o, q, masks, targets, legacy_double_softmax=legacy),
+            "constant_mean": reference_metrics(classifier, domain, x, masks, p, targets, legacy),
+        }
         labels = torch.as_tensor(batch.label).to(device)
-        values["accuracy"] = zero_shot_accuracy(logits[:, : setup.n_classes], labels)
-        predicted = logits[:, : setup.n_classes].argmax(dim=-1)
+        accuracy = zero_shot_accuracy(logits[:, : setup.n_classes], labels)
         n = x.shape[0]
-        accumulator.update(
-            values,
-            extra={
-                "method": [method] * n,
-                "condition": [condition] * n,
-                "id": list(batch.id),
-                "label": list(batch.class_string),
-                "predicted": [setup.labels[i] for i in predicted.tolist()],
-                "target": setup.target_names(targets),
-            },
-        )
+        sel = dict.fromkeys(MASK_KINDS, torch.full((n,), float("nan")))
+        if partners is not None:
+            others = torch.tensor([partners[clip_id] for clip_id in batch.id], device=device)
+            masks_a, masks_b = explain_sources(interpreter, x, masks, targets, labels, others)
+            scores = mixture_selectivity(classifier, domain, x, masks_a, masks_b, labels, others, setup.n_classes)
+            sel = dict(zip(MASK_KINDS, scores))
+        predicted = logits[:, : setup.n_classes].argmax(dim=-1)
+        for kind in MASK_KINDS:
+            values[kind]["accuracy"] = accuracy
+            defined = torch.isfinite(sel[kind])
+            if defined.any():  # clips mixed with a clip of their own class have no selectivity
+                selectivity[kind].update({SELECTIVITY: sel[kind][defined]})
+            kinds[kind].update(
+                values[kind],
+                extra={
+                    "method": [method] * n,
+                    "condition": [condition] * n,
+                    "mask": [kind] * n,
+                    "id": list(batch.id),
+                    "label": list(batch.class_string),
+                    "predicted": [setup.labels[i] for i in predicted.tolist()],
+                    "target": setup.target_names(targets),
+                    SELECTIVITY: sel[kind].tolist(),
+                },
+            )
         if flush is not None:
             flush()
-    summary = accumulator.summary()
     seconds_per_clip, forward_ratio = timing.result()
-    row = {"method": method, "condition": condition}
-    row.update({name: summary[name] for name in VALUE_NAMES})
-    row.update(
-        n_clips=summary["n"],
-        n_nonfinite=summary["n_nonfinite"],
-        seconds_per_clip=seconds_per_clip,
-        forward_ratio=forward_ratio,
-    )
-    return row
-
+    rows = []
+    for kind in MASK_KINDS:
+        summary = kinds[kind].summary()
+        row = {"method": method, "condition": condition, "mask": kind}
+        row.update({name: summary[name] for name in VALUE_NAMES})
+        row[SELECTIVITY] = selectivity[kind].summary()[SELECTIVITY] if selectivity[kind].n else float("nan")
+        row.update(
+            n_clips=summary["n"],
+            n_nonfinite=summary["n_nonfinite"],
+            seconds_per_clip=seconds_per_clip,
+            forward_ratio=forward_ratio,
+            domain=domain.describe(),
+        )
+        rows.append(row)
+    return rows
 
 
 def evaluate(
@@ -269,23 +300,27 @@ def evaluate(
             if not todo:
                 continue
             dataset = condition_dataset(setup, settings, manifest, condition, speech_manifest)
+            partners = mixture_partners(setup, settings, manifest) if condition == "mixture" else None
             for method in todo:
                 interpreter = interpreters[method]
-                row = evaluate_pair(
-                    setup, method, condition, interpreter, dataset, settings, writer, device, flush=per_clip.flush
+                pair_rows = evaluate_pair(
+                    setup, method, condition, interpreter, dataset, settings, writer, device, flush=per_clip.flush,
+                    partners=partners,
                 )
                 # Commit order: per-clip rows on disk, then the state, then results.csv (the record of the pair).
                 per_clip.flush()
                 os.fsync(per_clip.fileno())
                 state["normalisation"][method] = interpreter.normalization
                 write_state(output_folder, state)
-                rows.append(row)
+                rows.extend(pair_rows)
                 finished.add((method, condition))
                 write_results(results_path, rows)
                 write_markdown(os.path.join(output_folder, RESULTS_MD), rows, state["normalisation"], info, settings)
-                logger.info(
-                    "%s | %s: %s", method, condition, {k: round(row[k], 4) for k in VALUE_NAMES + ("seconds_per_clip",)}
-                )
+                for row in pair_rows:
+                    logger.info(
+                        "%s (%s) | %s: %s", method, row["mask"], condition,
+                        {k: round(row[k], 4) for k in VALUE_NAMES + (SELECTIVITY, "seconds_per_clip")},
+                    )
     if settings.sanity_similarity:
         similarity_check(setup, manifest, settings, output_folder, device)
     if settings.sanity_randomisation:

@@ -7,7 +7,15 @@ import json
 import torch
 
 from speechbrain_lmaczs.classifier import make_prompts
-from speechbrain_lmaczs.data import Contaminator, class_names, make_dataset, prepare_ljspeech, prepare_speech, subset
+from speechbrain_lmaczs.data import (
+    Contaminator,
+    class_names,
+    make_dataset,
+    prepare_ljspeech,
+    prepare_speech,
+    read_manifest,
+    subset,
+)
 from speechbrain_lmaczs.interpreters import build_interpreter
 from speechbrain_lmaczs.recipe import prepare_eval_manifest
 
@@ -78,7 +86,7 @@ class Setup:
         scale = float(self.classifier.scale)
         return {
             "backend": self.model.clap.name,
-            "domain": type(self.domain).__name__,
+            "domain": self.domain.describe(),
             "n_classes": self.n_classes,
             "template_example": self.prompts[0],
             "temperature": scale,
@@ -90,22 +98,39 @@ class Setup:
         }
 
 
+def condition_contaminator(setup, settings, manifest, condition, speech_manifest=None):
+    """The :class:`~speechbrain_lmaczs.data.Contaminator` of ``condition`` (None for ``"clean"``)."""
+    if condition == "clean":
+        return None
+    clap = setup.model.clap
+    pool = {"mixture": manifest, "speech": speech_manifest}.get(condition)
+    return Contaminator(condition, settings.snr_db, clap.sample_rate, clap.clip_samples, pool=pool, seed=settings.seed)
+
+
 def condition_dataset(setup, settings, manifest, condition, speech_manifest):
     """The evaluated clips (a seeded subset of ``manifest``) under ``condition``'s contamination."""
     clap = setup.model.clap
-    contaminator = None
-    if condition != "clean":
-        pool = {"mixture": manifest, "speech": speech_manifest}.get(condition)
-        contaminator = Contaminator(
-            condition, settings.snr_db, clap.sample_rate, clap.clip_samples, pool=pool, seed=settings.seed
-        )
     return make_dataset(
         subset(manifest, settings.max_clips, settings.seed),
         clap.sample_rate,
         clap.clip_samples,
         labels=setup.labels,
-        contaminator=contaminator,
+        contaminator=condition_contaminator(setup, settings, manifest, condition, speech_manifest),
     )
+
+
+def mixture_partners(setup, settings, manifest):
+    """Clip id -> class index (in ``setup.labels``) of the clip the ``mixture`` condition mixes into it.
+
+    The contaminant is the one :class:`~speechbrain_lmaczs.data.Contaminator` draws for the clip (its
+    ``contaminant_id``, a key of ``manifest``); its label is that manifest entry's ``class_string``.
+    """
+    contaminator = condition_contaminator(setup, settings, manifest, "mixture")
+    entries = read_manifest(manifest)
+    return {
+        clip_id: setup.labels.index(entries[contaminator.contaminant_id(clip_id)]["class_string"])
+        for clip_id in subset(manifest, settings.max_clips, settings.seed)
+    }
 
 
 def batch_loader(dataset, settings):

@@ -14,16 +14,24 @@ from speechbrain_lmaczs.metrics import METRIC_NAMES
 
 #: per-clip values averaged per (method, condition): the paper's metrics and the zero-shot accuracy
 VALUE_NAMES = METRIC_NAMES + ("accuracy",)
-#: columns of results.csv
-RESULT_COLUMNS = ("method", "condition") + VALUE_NAMES + (
+#: prompt selectivity (:func:`~speechbrain_lmaczs.metrics.prompt_selectivity`): mixture condition only, NaN elsewhere
+SELECTIVITY = "selectivity"
+#: the ``mask`` column: the method's own masks, and the reference (a constant mask of each clip's mask mean)
+MASK_KINDS = ("method", "constant_mean")
+#: columns of results.csv; ``domain`` is the masking domain (name and mask_on) the masks were applied in
+RESULT_COLUMNS = ("method", "condition", "mask") + VALUE_NAMES + (
+    SELECTIVITY,
     "n_clips",
     "n_nonfinite",
     "seconds_per_clip",
     "forward_ratio",
+    "domain",
 )
-#: identifying columns of per_clip.csv, followed by :data:`VALUE_NAMES`
-PER_CLIP_KEYS = ("method", "condition", "id", "label", "predicted", "target")
-PER_CLIP_COLUMNS = PER_CLIP_KEYS + VALUE_NAMES
+#: columns of results.csv that are not numbers
+TEXT_COLUMNS = ("method", "condition", "mask", "domain")
+#: identifying columns of per_clip.csv, followed by :data:`VALUE_NAMES` and the selectivity
+PER_CLIP_KEYS = ("method", "condition", "mask", "id", "label", "predicted", "target")
+PER_CLIP_COLUMNS = PER_CLIP_KEYS + VALUE_NAMES + (SELECTIVITY,)
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -52,15 +60,34 @@ def read_results(path):
             )
         rows = []
         for row in reader:
-            for key in RESULT_COLUMNS[2:]:
-                row[key] = int(row[key]) if key in ("n_clips", "n_nonfinite") else float(row[key])
+            for key in RESULT_COLUMNS:
+                if key not in TEXT_COLUMNS:
+                    row[key] = int(row[key]) if key in ("n_clips", "n_nonfinite") else float(row[key])
             rows.append(row)
     return rows
 
 
 def sort_key(row):
-    """Table order of a results row: condition, then method (both in their registries' order)."""
-    return (CONDITIONS.index(row["condition"]), METHODS.index(row["method"]))
+    """Table order of a results row: condition, method (both in their registries' order), then its reference."""
+    return (CONDITIONS.index(row["condition"]), METHODS.index(row["method"]), MASK_KINDS.index(row["mask"]))
+
+
+def by_method(rows, condition="clean", mask="method"):
+    """``{method: row}`` of the results rows of one condition and one kind of mask.
+
+    ``mask="constant_mean"`` gives each method's reference row (its masks replaced by a constant mask of the same
+    mean per clip, scored with the same metrics): the rows a table shows next to the methods' own.
+
+    Examples
+    --------
+    >>> rows = [{"method": "ig", "condition": "clean", "mask": kind, "AI": ai}
+    ...         for kind, ai in (("method", 40.0), ("constant_mean", 10.0))]
+    >>> by_method(rows)["ig"]["AI"], by_method(rows, mask="constant_mean")["ig"]["AI"]
+    (40.0, 10.0)
+    """
+    if mask not in MASK_KINDS:
+        raise ValueError(f"mask must be one of {MASK_KINDS}, got {mask!r}.")
+    return {row["method"]: row for row in rows if row["condition"] == condition and row["mask"] == mask}
 
 
 def write_results(path, rows):

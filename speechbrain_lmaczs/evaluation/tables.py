@@ -7,7 +7,7 @@ import os
 
 from speechbrain_lmaczs.data.contamination import CONDITIONS
 from speechbrain_lmaczs.evaluation.settings import METHODS
-from speechbrain_lmaczs.evaluation.store import RANDOMIZATION_CSV, SIMILARITY_CSV, sort_key
+from speechbrain_lmaczs.evaluation.store import RANDOMIZATION_CSV, SELECTIVITY, SIMILARITY_CSV, sort_key
 from speechbrain_lmaczs.files import write_text_atomic
 from speechbrain_lmaczs.interpreters import INTERPRETERS
 from speechbrain_lmaczs.metrics import METRIC_NAMES
@@ -26,7 +26,7 @@ AD_VARIANTS = {
 def _format(name, value):
     if isinstance(value, float) and not math.isfinite(value):
         return "n/a"
-    if name in ("AI", "AD", "AG", "COMP", "accuracy"):
+    if name in ("AI", "AD", "AG", "COMP", "accuracy", SELECTIVITY):
         return f"{value:.2f}"
     return f"{value:.3f}"
 
@@ -49,14 +49,21 @@ def write_markdown(path, rows, normalization, info, settings):
         )
         + "; the same temperature for every method.",
         f"- Masking domain: `{info['domain']}`; every method explains the same representation X; p, o, q = softmax "
-        "of the classifier on X, M * X, (1 - M) * X.",
+        "of the classifier on X and on X masked by M and by 1 - M as this domain masks (the paper's log-mel "
+        "masking: M * X, (1 - M) * X); across masking domains only localization scores compare.",
+        "- *const.* rows: the method's masks replaced by a constant mask equal to each clip's mask mean, scored "
+        "the same way: what the mask's shape adds beyond its size is the difference to the row above.",
+        "- PS (prompt selectivity, mixture only): the clip and its contaminant are each explained for their own "
+        "class prompt; PS = 100 x mean over the two prompts of p(own class | masked mixture) - p(other source's "
+        "class | masked mixture), softmax over the class prompts (0: no better than the unmasked mixture; clips "
+        "mixed with a clip of their own class left out).",
         f"- Explained class: {info['target']}.",
         f"- Contamination: {settings.snr_db:g} dB SNR, deterministic per clip (seed {settings.seed}).",
         f"- AD: {AD_VARIANTS[bool(settings.legacy_double_softmax)]}.",
         "- Higher is better except AD and COMP (lower) and MM (reported). AI, AD, AG and accuracy are percentages.",
         "",
-        "| method | AI | AD | AG | FF | Fid-In | SPS | COMP | MM |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | AI | AD | AG | FF | Fid-In | SPS | COMP | MM | PS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for condition in CONDITIONS:
         block = [row for row in rows if row["condition"] == condition]
@@ -65,12 +72,14 @@ def write_markdown(path, rows, normalization, info, settings):
         first = block[0]
         lines.append(
             f"| *{condition} (accuracy {_format('accuracy', first['accuracy'])} %, {first['n_clips']} clips)* "
-            "| | | | | | | | |"
+            "| | | | | | | | | |"
         )
         for row in block:
-            cells = " | ".join(_format(name, row[name]) for name in METRIC_NAMES)
+            cells = " | ".join(_format(name, row[name]) for name in METRIC_NAMES + (SELECTIVITY,))
             flag = f" ({row['n_nonfinite']} clips with a non-finite value left out)" if row["n_nonfinite"] else ""
-            lines.append(f"| {DISPLAY_NAMES[row['method']]}{flag} | {cells} |")
+            name = DISPLAY_NAMES[row["method"]]
+            name = name if row["mask"] == "method" else f"*{name} const.*"
+            lines.append(f"| {name}{flag} | {cells} |")
     methods = [m for m in METHODS if any(row["method"] == m for row in rows)]
     lines += ["", "## From saliency to mask", "", "| method | normalisation |", "|---|---|"]
     lines += [f"| {DISPLAY_NAMES[m]} | {normalization.get(m, 'n/a')} |" for m in methods]
@@ -85,7 +94,7 @@ def write_markdown(path, rows, normalization, info, settings):
         "|---|---|---|",
     ]
     for method in methods:
-        mine = [row for row in rows if row["method"] == method]
+        mine = [row for row in rows if row["method"] == method and row["mask"] == "method"]
         clips = sum(row["n_clips"] for row in mine)
         seconds = sum(row["seconds_per_clip"] * row["n_clips"] for row in mine) / clips
         ratio = sum(row["forward_ratio"] * row["n_clips"] for row in mine) / clips

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from speechbrain_lmaczs.classifier import make_prompts
-from speechbrain_lmaczs.evaluation import METHODS, EvalSettings, evaluate
+from speechbrain_lmaczs.evaluation import METHODS, EvalSettings, by_method, evaluate
 from speechbrain_lmaczs.files import atomic_write, write_json_atomic, write_text_atomic
 from speechbrain_lmaczs.lmaczs.pretrained import load_trained
 from speechbrain_lmaczs.synthetic.dataset import write_synthetic_dataset
@@ -218,7 +218,7 @@ def run(output="results/demo", quick=False, seed=0, device="cpu", preset=None, c
         "smoothgrad": {"n_samples": preset["sg_samples"], "seed": seed},
     }
     settings = EvalSettings(methods=METHODS, conditions=("clean",), seed=seed, interpreter_options=options)
-    faithfulness = {row["method"]: row for row in evaluate(model, str(data / "eval.json"), str(out / "eval"), settings)}
+    faithfulness = by_method(evaluate(model, str(data / "eval.json"), str(out / "eval"), settings))
     labels = [EVENT_CLASSES[i].captions[0] for i in range(len(EVENT_CLASSES))]
     classes = make_prompts(labels)
     scenes = {}
