@@ -57,23 +57,31 @@ def test_eval_recipe_writes_the_three_files_and_resumes(trained_mel_run, tmp_pat
     run_eval(trained_mel_run, out)
 
     results = read_csv(out / "results.csv")
-    assert list(results[0])[:12] == ["method", "condition", *METRICS, "accuracy", "n_clips"]
-    assert sorted((r["method"], r["condition"]) for r in results) == sorted(
-        (m, c) for m in METHODS for c in CONDITIONS
+    assert list(results[0])[:14] == ["method", "condition", "mask", *METRICS, "accuracy", "selectivity", "n_clips"]
+    assert sorted((r["method"], r["condition"], r["mask"]) for r in results) == sorted(
+        (m, c, k) for m in METHODS for c in CONDITIONS for k in ("method", "constant_mean")
     )
-    assert_numbers(results, [c for c in results[0] if c not in ("method", "condition")])
+    text = ("method", "condition", "mask", "domain", "selectivity")
+    assert_numbers(results, [c for c in results[0] if c not in text])
+    # prompt selectivity: every method (and its reference) on the mixture (the two clips of the smoke run are
+    # mixed with clips of other classes), nothing elsewhere
+    assert all(math.isfinite(float(r["selectivity"])) == (r["condition"] == "mixture") for r in results)
+    assert {r["domain"] for r in results} == {"MelMasking(mask_on=log_mel)"}
     assert {int(r["n_clips"]) for r in results} == {N_CLIPS}
     assert all(float(r["seconds_per_clip"]) > 0 for r in results)
 
     per_clip = read_csv(out / "per_clip.csv")
-    assert {"method", "condition", "id", "label", "predicted", *METRICS} <= set(per_clip[0])
-    keys = [(r["method"], r["condition"], r["id"]) for r in per_clip]
-    assert len(keys) == len(set(keys)) == N_CLIPS * len(METHODS) * len(CONDITIONS)
+    assert {"method", "condition", "mask", "id", "label", "predicted", "selectivity", *METRICS} <= set(per_clip[0])
+    keys = [(r["method"], r["condition"], r["mask"], r["id"]) for r in per_clip]
+    assert len(keys) == len(set(keys)) == 2 * N_CLIPS * len(METHODS) * len(CONDITIONS)
     assert_numbers(per_clip, METRICS + ["accuracy"])
+    mixture = [r for r in per_clip if r["condition"] == "mixture"]
+    assert all(math.isfinite(float(r["selectivity"])) for r in mixture) and {r["method"] for r in mixture} == set(METHODS)
 
     table = (out / "results.md").read_text()
+    assert "- Masking domain: `MelMasking(mask_on=log_mel)`" in table and "PS (prompt selectivity" in table
     for name in ("GradCAM", "GradCAM++", "SmoothGrad", "IG", "ScoreCAM", "GScoreCAM", "LMAC-ZS"):
-        assert f"| {name} |" in table
+        assert f"| {name} |" in table and f"| *{name} const.* |" in table
     for condition in CONDITIONS:
         assert f"*{condition} (accuracy" in table
     assert "AD: the paper's formula" in table and "## From saliency to mask" in table
