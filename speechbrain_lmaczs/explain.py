@@ -372,44 +372,13 @@ class Explainer:
 
         Returns
         -------
-        Explainer
+        LMACZSExplainer
+            This class's SpeechBrain interface (:mod:`speechbrain_lmaczs.inference`), which also loads exported
+            folders and hub repositories with ``from_hparams``.
         """
-        from speechbrain_lmaczs.lmaczs.pretrained import load_trained
+        from speechbrain_lmaczs.inference import LMACZSExplainer
 
-        folder = os.fspath(folder)
-        if not os.path.isdir(folder):
-            raise ExplainError(f"Checkpoint folder {folder} does not exist: pass the --output_folder of train.py.")
-        if method not in methods():
-            raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
-        settings_file = os.path.join(folder, "hyperparams.yaml")
-        if not os.path.isfile(settings_file):
-            raise ExplainError(
-                f"{folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder of "
-                "train.py."
-            )
-        try:
-            settings = read_run_settings(folder)
-        except yaml.YAMLError as err:
-            raise ExplainError(f"{settings_file} is not valid YAML ({err}).") from err
-        missing = [key for key in RUN_KEYS if key not in settings]
-        if missing:
-            raise ExplainError(f"{folder} is not an LMAC-ZS training output: its hyperparams.yaml lacks {missing}.")
-        try:
-            model = load_trained(folder, device=device)
-        except (FileNotFoundError, CLAPLoadError) as err:
-            raise ExplainError(str(err)) from err
-        missing_labels = None
-        if labels is None:
-            try:
-                labels = run_labels(folder)
-            except (ExplainError, DataPrepError) as err:
-                # Prompts still work; only top-k over labels needs them, and that error repeats this reason.
-                missing_labels = str(err)
-                logger.info("No label set from %s: %s", folder, err)
-        template = settings.get("prompt_template") or DEFAULT_TEMPLATE
-        explainer = cls(model, method, labels, template, device, method_options)
-        explainer.missing_labels = missing_labels
-        return explainer
+        return LMACZSExplainer.from_run(folder, device=device, method=method, labels=labels, **method_options)
 
     def with_method(self, method, **method_options):
         """The same loaded model explained by another method (nothing is reloaded)."""
