@@ -22,7 +22,7 @@ from tqdm import tqdm
 from speechbrain_lmaczs.explain import ExplainError, read_recording
 from speechbrain_lmaczs.files import write_text_atomic
 from speechbrain_lmaczs.recipe import slug
-from speechbrain_lmaczs.report import REPORT, check_writable, method_title, output_names, write_report
+from speechbrain_lmaczs.report import REPORT, check_writable, method_title, output_names, unique_name, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +79,8 @@ def _unique_names(relative_paths):
     >>> _unique_names(["a/dog.wav", "a_dog.flac", "b.wav"])
     ['a_dog', 'a_dog_2', 'b']
     """
-    names, taken = [], set()
-    for rel in relative_paths:
-        base = slug(os.path.splitext(rel)[0], max_len=80) or "input"
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        names.append(name)
-    return names
+    taken = set()
+    return [unique_name(slug(os.path.splitext(rel)[0], max_len=80), taken) for rel in relative_paths]
 
 
 def folder_inputs(folder):

@@ -63,8 +63,11 @@ def parse_train_log(path):
     >>> with tempfile.TemporaryDirectory() as d:
     ...     log = os.path.join(d, "train_log.txt")
     ...     _ = Path(log).write_text("epoch: 1 - train loss: 5.51e-01 - valid loss: 7.92e-01, valid Fid-In: 1.00\\n")
-    ...     parse_train_log(log)
-    [{'meta': {'epoch': '1'}, 'stages': {'train': {'loss': '5.51e-01'}, 'valid': {'loss': '7.92e-01', 'Fid-In': '1.00'}}}]
+    ...     entries = parse_train_log(log)
+    >>> entries[0]["meta"], entries[0]["stages"]["train"]
+    ({'epoch': '1'}, {'loss': '5.51e-01'})
+    >>> entries[0]["stages"]["valid"]
+    {'loss': '7.92e-01', 'Fid-In': '1.00'}
     """
     entries = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():

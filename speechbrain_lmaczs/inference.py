@@ -116,7 +116,8 @@ class LMACZSExplainer(Explainer, Pretrained):
     Parameters
     ----------
     modules : dict
-        ``clap`` (frozen CLAP backend) and ``decoder`` (trained :class:`~speechbrain_lmaczs.lmaczs.decoder.MaskDecoder`).
+        ``clap`` (the frozen CLAP backend) and ``decoder`` (the trained
+        :class:`~speechbrain_lmaczs.lmaczs.decoder.MaskDecoder`).
     hparams : dict
         ``domain`` (masking domain), ``use_logit_scale``, ``prompt_template`` and ``labels`` (class names scored
         when no prompts are given; may be None).
@@ -256,7 +257,8 @@ class LMACZSExplainer(Explainer, Pretrained):
     def with_method(self, method, **method_options):
         """The same loaded model explained by another method (nothing is reloaded)."""
         hparams = dict(vars(self.hparams), labels=self.labels)
-        other = type(self)(dict(self.mods), hparams, {"device": self.device}, method=method, method_options=method_options)
+        run_opts = {"device": self.device}
+        other = type(self)(dict(self.mods), hparams, run_opts, method=method, method_options=method_options)
         other.missing_labels = self.missing_labels
         return other
 
