@@ -32,9 +32,8 @@ import torchaudio
 import yaml
 from tqdm import tqdm
 
-from speechbrain_lmaczs.clap import CLAPLoadError
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE, make_prompts
-from speechbrain_lmaczs.data import DataPrepError, class_names
+from speechbrain_lmaczs.data import class_names
 from speechbrain_lmaczs.data.pipeline import fix_length, peak_normalize
 from speechbrain_lmaczs.interpreters import INTERPRETERS, build_interpreter
 
@@ -305,6 +304,15 @@ def run_labels(folder):
         When the run recorded no labelled evaluation manifest.
     """
     settings = read_run_settings(folder)
+    if settings.get("eval_dataset") == "manifest":
+        # The run read a manifest of its own (eval_manifest) instead of preparing one into its manifest folder.
+        manifest = settings.get("eval_manifest")
+        if isinstance(manifest, str) and os.path.isfile(manifest):
+            return class_names(manifest)
+        raise ExplainError(
+            f"The run in {folder} read its evaluation manifest {manifest!r}, which no longer exists: give labels or "
+            "prompts."
+        )
     name = EVAL_MANIFESTS.get(settings.get("eval_dataset"))
     if name is None:
         raise ExplainError(f"The run in {folder} names no known eval_dataset ({settings.get('eval_dataset')!r}).")
@@ -357,24 +365,9 @@ class Explainer:
     def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
         """Load the best checkpoint of a ``train.py`` output folder.
 
-        Parameters
-        ----------
-        folder : str
-            The run's ``output_folder`` (``hyperparams.yaml``, ``save/``, ``clap/``, ``manifests/``).
-        device : str
-            Where the model runs.
-        method : str
-            ``"lmaczs"`` (the trained decoder) or a baseline (:func:`methods`).
-        labels : list of str, optional
-            Class names for top-k explanations; by default the run's evaluation labels (when it recorded them).
-        **method_options
-            Options of a baseline's constructor.
-
-        Returns
-        -------
-        LMACZSExplainer
-            This class's SpeechBrain interface (:mod:`speechbrain_lmaczs.inference`), which also loads exported
-            folders and hub repositories with ``from_hparams``.
+        The same as :meth:`speechbrain_lmaczs.inference.LMACZSExplainer.from_run` (see there for the parameters),
+        which returns this class's SpeechBrain interface: it also loads exported folders and hub repositories with
+        ``from_hparams``.
         """
         from speechbrain_lmaczs.inference import LMACZSExplainer
 

@@ -268,3 +268,20 @@ def test_load_errors_are_one_clear_message(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExplainError, match="Cannot load an exported LMAC-ZS explainer"):
         LMACZSExplainer.from_hparams(source=str(tmp_path / "empty"))
+
+
+def test_run_labels_of_a_run_that_read_its_own_manifest(trained_mel_run, tmp_path):
+    """eval_dataset: manifest (the demo's runs): the label set is the manifest's classes."""
+    from speechbrain_lmaczs.explain import run_labels
+
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = trained_mel_run / "manifests" / "esc50.json"
+    text = (trained_mel_run / "hyperparams.yaml").read_text()
+    text = re.sub(r"(?m)^eval_dataset: .*$", "eval_dataset: manifest", text)
+    text = re.sub(r"(?m)^eval_manifest:.*$", f"eval_manifest: {manifest}", text)
+    (run / "hyperparams.yaml").write_text(text)
+    assert run_labels(run) == run_labels(trained_mel_run)
+    (run / "hyperparams.yaml").write_text(text.replace(str(manifest), str(tmp_path / "gone.json")))
+    with pytest.raises(ExplainError, match="gone.json.*no longer exists"):
+        run_labels(run)
