@@ -27,6 +27,7 @@ import ruamel.yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from speechbrain.utils.checkpoints import CKPT_PREFIX
 
+from speechbrain_lmaczs import metrics
 from speechbrain_lmaczs.clap import TINY_RANDOM, CLAPLoadError
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 from speechbrain_lmaczs.data import DataPrepError
@@ -336,17 +337,24 @@ def clap_reference(run_folder, settings):
 
 # ---------------------------------------------------------------------------------------------- model card
 
-_METRICS = {
-    "accuracy": "zero-shot accuracy of the CLAP on the validation clips (%)",
-    "AI": "average increase (%, higher is better)",
-    "AD": "average drop (%, lower is better)",
-    "AG": "average gain (%, higher is better)",
-    "FF": "faithfulness on spectra (higher is better)",
-    "Fid-In": "input fidelity (higher is better)",
-    "SPS": "sparseness (higher is better)",
-    "COMP": "complexity (lower is better)",
-    "MM": "mean mask value",
-}
+#: the metrics the model card explains; each one's description is the first line of its function's docstring
+_METRIC_FUNCTIONS = (
+    metrics.average_increase,
+    metrics.average_drop,
+    metrics.average_gain,
+    metrics.faithfulness,
+    metrics.input_fidelity,
+    metrics.sparseness,
+    metrics.complexity,
+    metrics.mask_mean,
+)
+
+
+def _metric_lines():
+    """One markdown item per faithfulness metric, e.g. ``- Average Drop (AD, lower is better): ...``."""
+    lines = ["- **accuracy**: zero-shot accuracy of the CLAP on the validation clips, in percent."]
+    lines += [f"- {fn.__doc__.strip().splitlines()[0]}" for fn in _METRIC_FUNCTIONS]
+    return "\n".join(lines)
 
 
 def _metrics_table(entries, stage):
@@ -360,6 +368,18 @@ def _metrics_table(entries, stage):
     for meta, stats in rows:
         lines.append("| " + " | ".join([meta.get(k, "") for k in metas] + [stats.get(k, "") for k in metrics]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _evaluation_data(settings):
+    source = {
+        "esc50": settings.get("data_folder"),
+        "urbansound8k": settings.get("data_folder"),
+        "labels": settings.get("eval_csv"),
+        "manifest": settings.get("eval_manifest"),
+    }.get(settings.get("eval_dataset"))
+    folds = settings.get("eval_folds")
+    text = f"`{settings.get('eval_dataset')}`" + (f" ({source})" if source else "")
+    return text + (f", folds {folds}" if folds else "")
 
 
 def _training_data(settings):
@@ -399,7 +419,6 @@ def model_card(run_folder, settings, config, log):
     )
     labels = config["labels"]
     shown = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
-    metric_lines = "\n".join(f"- **{name}**: {text}" for name, text in _METRICS.items())
     return f"""---
 license: {config['license']}
 library_name: speechbrain
@@ -429,10 +448,10 @@ masked audio to listen to. Exported with `lmaczs export` from the training run `
 ## Training data
 
 - **Decoder trained on**: {_training_data(settings)}.
-- **Validated zero-shot on**: `{settings.get('eval_dataset')}` ({settings.get('valid_max_clips') or 'all'} clips
-  at most).
-- **Training**: {settings.get('number_of_epochs')} epoch(s), batch size {settings.get('batch_size')}, learning rate
-  {settings.get('lr')}, seed {settings.get('seed')}.
+- **Validated zero-shot on**: {_evaluation_data(settings)}, \
+{settings.get('valid_max_clips') or 'all the'} clips at most.
+- **Training**: {settings.get('number_of_epochs')} epoch(s), batch size {settings.get('batch_size')}, \
+learning rate {settings.get('lr')}, seed {settings.get('seed')}.
 
 ## Validation results (from the run's `{TRAIN_LOG}`)
 
@@ -442,7 +461,7 @@ Each validation epoch:
 The checkpoint exported (lowest validation loss), evaluated again at the end of training:
 
 {_metrics_table(log, 'test')}
-{metric_lines}
+{_metric_lines()}
 
 ## How to use
 
