@@ -17,7 +17,8 @@ import torch
 from speechbrain_lmaczs.classifier import make_prompts
 from speechbrain_lmaczs.cli import main
 from speechbrain_lmaczs.explain import Explainer, ExplainError
-from speechbrain_lmaczs.export import export_run, parse_train_log
+from speechbrain_lmaczs.export import export_run
+from speechbrain_lmaczs.model_card import parse_train_log
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = Path(__file__).parent / "samples" / "ESC50" / "audio"
