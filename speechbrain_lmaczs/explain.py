@@ -31,7 +31,6 @@ import torchaudio
 import yaml
 from tqdm import tqdm
 
-from speechbrain_lmaczs.clap import CLAPLoadError
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE, make_prompts
 from speechbrain_lmaczs.data import DATASETS, DataPrepError, class_names, datasets_of_kind
 from speechbrain_lmaczs.data.pipeline import fix_length, peak_normalize
@@ -118,6 +117,15 @@ def run_labels(folder):
         When the run recorded no labelled evaluation manifest.
     """
     settings = read_run_settings(folder)
+    if settings.get("eval_dataset") == "manifest":
+        # The run read a manifest of its own (eval_manifest) instead of preparing one into its manifest folder.
+        manifest = settings.get("eval_manifest")
+        if isinstance(manifest, str) and os.path.isfile(manifest):
+            return class_names(manifest)
+        raise ExplainError(
+            f"The run in {folder} read its evaluation manifest {manifest!r}, which no longer exists: give labels or "
+            "prompts."
+        )
     name = EVAL_MANIFESTS.get(settings.get("eval_dataset"))
     if name is None:
         raise ExplainError(f"The run in {folder} names no known eval_dataset ({settings.get('eval_dataset')!r}).")
@@ -172,59 +180,13 @@ class Explainer:
     def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
         """Load the best checkpoint of a ``train.py`` output folder.
 
-        Parameters
-        ----------
-        folder : str
-            The run's ``output_folder`` (``hyperparams.yaml``, ``save/``, ``clap/``, ``manifests/``).
-        device : str
-            Where the model runs.
-        method : str
-            ``"lmaczs"`` (the trained decoder) or a baseline (:func:`methods`).
-        labels : list of str, optional
-            Class names for top-k explanations; by default the run's evaluation labels (when it recorded them).
-        **method_options
-            Options of a baseline's constructor.
-
-        Returns
-        -------
-        Explainer
+        The same as :meth:`speechbrain_lmaczs.inference.LMACZSExplainer.from_run` (see there for the parameters),
+        which returns this class's SpeechBrain interface: it also loads exported folders and hub repositories with
+        ``from_hparams``.
         """
-        from speechbrain_lmaczs.lmaczs.pretrained import load_trained
+        from speechbrain_lmaczs.inference import LMACZSExplainer
 
-        folder = os.fspath(folder)
-        if not os.path.isdir(folder):
-            raise ExplainError(f"Checkpoint folder {folder} does not exist: pass the --output_folder of train.py.")
-        if method not in methods():
-            raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
-        settings_file = os.path.join(folder, "hyperparams.yaml")
-        if not os.path.isfile(settings_file):
-            raise ExplainError(
-                f"{folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder of "
-                "train.py."
-            )
-        try:
-            settings = read_run_settings(folder)
-        except yaml.YAMLError as err:
-            raise ExplainError(f"{settings_file} is not valid YAML ({err}).") from err
-        missing = [key for key in RUN_KEYS if key not in settings]
-        if missing:
-            raise ExplainError(f"{folder} is not an LMAC-ZS training output: its hyperparams.yaml lacks {missing}.")
-        try:
-            model = load_trained(folder, device=device)
-        except (FileNotFoundError, CLAPLoadError) as err:
-            raise ExplainError(str(err)) from err
-        missing_labels = None
-        if labels is None:
-            try:
-                labels = run_labels(folder)
-            except (ExplainError, DataPrepError) as err:
-                # Prompts still work; only top-k over labels needs them, and that error repeats this reason.
-                missing_labels = str(err)
-                logger.info("No label set from %s: %s", folder, err)
-        template = settings.get("prompt_template") or DEFAULT_TEMPLATE
-        explainer = cls(model, method, labels, template, device, method_options)
-        explainer.missing_labels = missing_labels
-        return explainer
+        return LMACZSExplainer.from_run(folder, device=device, method=method, labels=labels, **method_options)
 
     def with_method(self, method, **method_options):
         """The same loaded model explained by another method (nothing is reloaded)."""
