@@ -1,7 +1,7 @@
 """A trained LMAC-ZS as a SpeechBrain pretrained interface: ``from_hparams`` on a local folder or a hub id.
 
-:class:`LMACZSExplainer` is the project's :class:`~speechbrain_lmaczs.explain.Explainer` (it inherits every
-explaining method, ``explain_file`` included) that also follows SpeechBrain's
+:class:`LMACZSExplainer` is the project's one explainer (``speechbrain_lmaczs.explain.Explainer`` is this class): it
+inherits every explaining method of :class:`~speechbrain_lmaczs.explaining.ExplainerCore`, ``explain_file`` included) that also follows SpeechBrain's
 :class:`~speechbrain.inference.interfaces.Pretrained` contract, so a folder written by ``lmaczs export`` (see
 :mod:`speechbrain_lmaczs.export`) loads like any SpeechBrain model::
 
@@ -28,11 +28,11 @@ from speechbrain.utils.fetching import fetch
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 from speechbrain_lmaczs.clap import CLAPLoadError, load_clap
 from speechbrain_lmaczs.data import DataPrepError
-from speechbrain_lmaczs.explain import (
+from speechbrain_lmaczs.explaining import (
     LMACZS,
     RUN_KEYS,
     ExplainError,
-    Explainer,
+    ExplainerCore,
     methods,
     read_run_settings,
     run_labels,
@@ -63,7 +63,7 @@ def load_state_dict_strict(module, path):
     ...     load_state_dict_strict(torch.nn.Linear(2, 2), os.path.join(d, "p.ckpt"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    speechbrain_lmaczs.explain.ExplainError: ...p.ckpt does not fit this decoder: ...size mismatch...
+    speechbrain_lmaczs.recording.ExplainError: ...p.ckpt does not fit this decoder: ...size mismatch...
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
@@ -106,12 +106,12 @@ def fetch_clap(backend, files, source, savedir=None):
     return load_clap(backend, folders.pop())
 
 
-class LMACZSExplainer(Explainer, Pretrained):
-    """The :class:`~speechbrain_lmaczs.explain.Explainer` of a trained LMAC-ZS as a SpeechBrain interface.
+class LMACZSExplainer(ExplainerCore, Pretrained):
+    """The explainer of a trained LMAC-ZS, as a SpeechBrain interface (``speechbrain_lmaczs.explain.Explainer``).
 
     Built by :meth:`from_hparams` (an exported folder or hub repository) or :meth:`from_run` (a ``train.py``
     output folder); all explaining (``explain_file``, ``explain_waveform``, ``with_method``) is the
-    :class:`~speechbrain_lmaczs.explain.Explainer`'s own.
+    :class:`~speechbrain_lmaczs.explaining.ExplainerCore`'s.
 
     Parameters
     ----------
@@ -151,7 +151,7 @@ class LMACZSExplainer(Explainer, Pretrained):
         if missing:
             raise ExplainError(f"The interface needs the modules {missing} (hyperparams.yaml 'modules').")
         model = TrainedLMACZS(self.mods.clap, self.mods.decoder, self.hparams.domain, self.hparams.use_logit_scale)
-        Explainer.__init__(
+        ExplainerCore.__init__(
             self,
             model.to(self.device).eval(),
             method=method,
@@ -242,17 +242,44 @@ class LMACZSExplainer(Explainer, Pretrained):
                 # Prompts still work; only top-k over labels needs them, and that error repeats this reason.
                 missing_labels = str(err)
                 logger.info("No label set from %s: %s", folder, err)
-        hparams = {
-            "domain": model.domain,
-            "use_logit_scale": model.use_logit_scale,
-            "prompt_template": settings.get("prompt_template") or DEFAULT_TEMPLATE,
-            "labels": labels,
-        }
-        modules = {"clap": model.clap, "decoder": model.decoder}
-        explainer = cls(modules, hparams, {"device": device}, method=method, method_options=method_options)
+        template = settings.get("prompt_template") or DEFAULT_TEMPLATE
+        explainer = cls.from_model(model, method, labels, template, device, method_options)
         explainer.missing_labels = missing_labels
         explainer.model.checkpoint = model.checkpoint
         return explainer
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
+        """Load the best checkpoint of a ``train.py`` output folder: the same as :meth:`from_run`."""
+        return cls.from_run(folder, device=device, method=method, labels=labels, **method_options)
+
+    @classmethod
+    def from_model(cls, model, method=LMACZS, labels=None, template=DEFAULT_TEMPLATE, device="cpu", method_options=None):
+        """Wrap an already loaded :class:`~speechbrain_lmaczs.lmaczs.pretrained.TrainedLMACZS`.
+
+        Parameters
+        ----------
+        model : TrainedLMACZS
+            CLAP, trained decoder and masking domain.
+        method, labels, method_options
+            As in the class.
+        template : str
+            Prompt template for ``labels``.
+        device : str
+            Where the model runs.
+
+        Returns
+        -------
+        LMACZSExplainer
+        """
+        hparams = {
+            "domain": model.domain,
+            "use_logit_scale": model.use_logit_scale,
+            "prompt_template": template,
+            "labels": labels,
+        }
+        modules = {"clap": model.clap, "decoder": model.decoder}
+        return cls(modules, hparams, {"device": device}, method=method, method_options=method_options)
 
     def with_method(self, method, **method_options):
         """The same loaded model explained by another method (nothing is reloaded)."""
@@ -331,7 +358,7 @@ def load_explainer(checkpoint, device="cpu", labels=None, savedir=None):
     >>> load_explainer("no/such/folder/")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    speechbrain_lmaczs.explain.ExplainError: Checkpoint no/such/folder/ is neither a folder nor a hub id...
+    speechbrain_lmaczs.recording.ExplainError: Checkpoint no/such/folder/ is neither a folder nor a hub id...
     """
     checkpoint = os.fspath(checkpoint)
     if os.path.isdir(checkpoint):
