@@ -45,6 +45,7 @@ RECIPE = ROOT / "recipes" / "ESC50" / "interpret"
 SAMPLES = ROOT / "tests" / "samples"
 DOMAINS = ("mel", "stft")
 CONDITIONS = ("clean", "mixture", "white_noise", "speech")
+METHODS = ("gradcam", "gradcam++", "smoothgrad", "ig", "scorecam", "gscorecam", "lmaczs")
 #: the paper's training length (lmaczs_*.yaml number_of_epochs), used by the estimate unless overridden
 PAPER_EPOCHS = 2
 #: eval.yaml's sanity-check sizes, used by the estimate unless overridden
@@ -315,7 +316,7 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
         "eval_dataset": "manifest",
         "eval_manifest": str(manifest),
         "speech_folder": args.speech_folder,
-        "methods": "[gradcam, gradcam++, smoothgrad, ig, scorecam, gscorecam, lmaczs]",
+        "methods": f"[{', '.join(METHODS)}]",
         "conditions": f"[{', '.join(CONDITIONS)}]",
         "snr_db": "3.0",
         "sanity_similarity": str(sanity),
@@ -330,9 +331,12 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
         "checkpoint": train_step.options,
     }
     n_clips = _count(str(manifest), dataset, args.eval.get("max_clips"))
-    estimate = evaluation_seconds(n_clips, len(CONDITIONS), options=args.eval)
+    # eval.py checks the names; the estimate counts the known ones
+    methods = [m.strip() for m in recipe_args["methods"].strip("[]").split(",") if m.strip() in METHODS]
+    conditions = [c for c in recipe_args["conditions"].strip("[]").split(",") if c.strip()]
+    estimate = evaluation_seconds(n_clips, len(conditions), methods=methods, options=args.eval)
     outputs = [folder / "results.csv", folder / "results.md"]
-    what = f"7 methods x {len(CONDITIONS)} conditions on {n_clips} clips"
+    what = f"{len(methods)} methods x {len(conditions)} conditions on {n_clips} clips"
     if sanity:
         sizes = {key: int(args.eval.get(key, value)) for key, value in SANITY_DEFAULTS.items()}
         estimate += sanity_seconds(sizes["sanity_clips"], sizes["sanity_prompts"], options=args.eval)
@@ -352,7 +356,9 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
 
 
 def _compare_step(args, out, eval_steps):
-    runs = {(s.name.split("_")[1], s.name.split("_")[2]): str(s.folder) for s in eval_steps}
+    """``eval_steps``: {(dataset, domain): its evaluation step}."""
+    runs = {key: str(step.folder) for key, step in eval_steps.items()}
+    eval_steps = list(eval_steps.values())
     notes = [
         f"CLAP: `{args.clap_backend}` from `{args.clap_source}`; device `{args.device}`.",
         f"Training overrides: `{json.dumps(args.train)}`; evaluation overrides: `{json.dumps(args.eval)}`.",
@@ -389,12 +395,12 @@ def build_steps(args):
         for domain in args.domains
     }
     datasets = ["esc50"] + (["urbansound8k"] if "urbansound8k" in by_name else [])
-    eval_steps = [
-        _eval_step(args, out, dataset, domain, train_steps[domain], echo)
+    eval_steps = {
+        (dataset, domain): _eval_step(args, out, dataset, domain, train_steps[domain], echo)
         for dataset in datasets
         for domain in args.domains
-    ]
-    return [clap, *data_steps, *train_steps.values(), *eval_steps, _compare_step(args, out, eval_steps)]
+    }
+    return [clap, *data_steps, *train_steps.values(), *eval_steps.values(), _compare_step(args, out, eval_steps)]
 
 
 def log_plan(runner, steps):
@@ -417,13 +423,16 @@ def log_plan(runner, steps):
 
 # ------------------------------------------------------------------------------------------------ entry point
 def _setup_logging(output_folder):
+    """Log to stderr and to ``<output_folder>/reproduce.log`` (appended); returns the handlers added."""
     os.makedirs(output_folder, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(output_folder, "reproduce.log"))):
+    handlers = [logging.StreamHandler(), logging.FileHandler(os.path.join(output_folder, "reproduce.log"))]
+    for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    return handlers
 
 
 def main(argv=None):
@@ -432,7 +441,7 @@ def main(argv=None):
     from speechbrain_lmaczs.data import DataPrepError
 
     args = build_parser().parse_args(argv)
-    _setup_logging(args.output_folder)
+    handlers = _setup_logging(args.output_folder)
     try:
         args = resolve_arguments(args)
         runner = StepRunner(args.output_folder)
@@ -442,9 +451,13 @@ def main(argv=None):
             return 0
         for step in steps:
             runner.run(step)
+        logger.info("Done: %s and %s", Path(args.output_folder) / "paper_comparison.md",
+                    Path(args.output_folder) / "paper_comparison.csv")
+        return 0
     except (ReproduceError, StepFailed, DataPrepError, CLAPLoadError) as err:
         logger.error("%s", err)
         return 1
-    logger.info("Done: %s and %s", Path(args.output_folder) / "paper_comparison.md",
-                Path(args.output_folder) / "paper_comparison.csv")
-    return 0
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
