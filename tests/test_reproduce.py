@@ -198,6 +198,8 @@ def test_missing_folders_are_one_clear_error(tmp_path, caplog):
     assert "Pass --clotho_folder, --speech_folder" in caplog.text
     assert main(["--output_folder", str(tmp_path), "--smoke", "--train_override", "lr"]) == 1
     assert "--train_override takes KEY=VALUE" in caplog.text
+    assert main(["--output_folder", str(tmp_path), "--smoke", "--plan_only", "--eval_override", "ig_steps=4"]) == 1
+    assert "eval.yaml does not take these options" in caplog.text and "ig_steps" in caplog.text
 
 
 def test_plan_is_logged_before_anything_runs(tmp_path, caplog):

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 from speechbrain_lmaczs.reproduce.compare import read_eval_results, write_comparison
 from speechbrain_lmaczs.reproduce.estimates import (
     DISK_GB,
+    EXPLAIN_FORWARDS,
     NOMINAL_ITEMS,
     evaluation_seconds,
     format_duration,
@@ -44,12 +46,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "ESC50" / "interpret"
 SAMPLES = ROOT / "tests" / "samples"
 DOMAINS = ("mel", "stft")
-CONDITIONS = ("clean", "mixture", "white_noise", "speech")
-METHODS = ("gradcam", "gradcam++", "smoothgrad", "ig", "scorecam", "gscorecam", "lmaczs")
-#: the paper's training length (lmaczs_*.yaml number_of_epochs), used by the estimate unless overridden
-PAPER_EPOCHS = 2
-#: eval.yaml's sanity-check sizes, used by the estimate unless overridden
-SANITY_DEFAULTS = {"sanity_clips": 8, "sanity_prompts": 5}
 
 #: test-size settings of --smoke (tiny random CLAP, a few clips, few IG/SmoothGrad steps)
 SMOKE_TRAIN = {"number_of_epochs": "1", "valid_max_clips": "2", "n_explanations": "1"}
@@ -206,6 +202,38 @@ def _arguments(mapping):
     return [f"--{key}={value}" for key, value in mapping.items()]
 
 
+def _yaml_overrides(mapping):
+    """KEY=VALUE pairs as the yaml text SpeechBrain's command line turns them into (values parsed as yaml)."""
+    return "".join(f"{key}: {value}\n" for key, value in mapping.items())
+
+
+def eval_settings(overrides):
+    """eval.yaml's settings with ``overrides`` applied (methods, conditions, step counts: what the estimate needs).
+
+    >>> settings = eval_settings({"ig_n_steps": "4", "methods": "[ig, lmaczs]"})
+    >>> settings["ig_n_steps"], settings["methods"], settings["conditions"]
+    (4, ['ig', 'lmaczs'], ['clean', 'mixture', 'white_noise', 'speech'])
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    placeholders = {"data_folder": "unused", "checkpoint": "unused"}
+    keys = [key for key in overrides if key not in placeholders]
+    text = _yaml_overrides({**placeholders, **{key: overrides[key] for key in keys}})
+    with open(RECIPE / "hparams" / "eval.yaml", encoding="utf-8") as fin:
+        try:
+            return load_hyperpyyaml(fin, text)
+        except Exception as err:  # hyperpyyaml's errors are many (unknown key, bad yaml): all are the user's options
+            raise ReproduceError(f"eval.yaml does not take these options ({type(err).__name__}: {err}).") from err
+
+
+def training_epochs(yaml, overrides):
+    """Epochs a training runs: the override, else the yaml's ``number_of_epochs``."""
+    if "number_of_epochs" in overrides:
+        return int(overrides["number_of_epochs"])
+    match = re.search(r"^number_of_epochs:\s*(\d+)", Path(yaml).read_text(encoding="utf-8"), re.MULTILINE)
+    return int(match.group(1))
+
+
 def _download_note(folder, dataset):
     if not _is_empty(folder):
         return "present"
@@ -290,7 +318,7 @@ def _train_step(args, out, domain, clap_source, upstream, echo):
     command = [sys.executable, str(RECIPE / "train.py"), str(yaml), *_arguments(recipe_args), f"--device={args.device}"]
     options = {"recipe": yaml.name, "settings": _normalised_text(yaml), "args": recipe_args, "upstream": upstream}
     pairs = _count(str(data / "clotho.json"), "clotho")
-    epochs = int(args.train.get("number_of_epochs", PAPER_EPOCHS))
+    epochs = training_epochs(yaml, args.train)
     return Step(
         f"train_{domain}",
         f"train the {domain.upper() if domain == 'stft' else 'Mel'} decoder ({yaml.name}, {epochs} epochs, "
@@ -316,9 +344,7 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
         "eval_dataset": "manifest",
         "eval_manifest": str(manifest),
         "speech_folder": args.speech_folder,
-        "methods": f"[{', '.join(METHODS)}]",
-        "conditions": f"[{', '.join(CONDITIONS)}]",
-        "snr_db": "3.0",
+        # methods, conditions and SNR: eval.yaml's (all seven methods; clean, mixture, white noise, speech; 3 dB)
         "sanity_similarity": str(sanity),
         "sanity_randomisation": str(sanity),
         **args.eval,
@@ -330,16 +356,16 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
         "args": recipe_args,
         "checkpoint": train_step.options,
     }
-    n_clips = _count(str(manifest), dataset, args.eval.get("max_clips"))
-    # eval.py checks the names; the estimate counts the known ones
-    methods = [m.strip() for m in recipe_args["methods"].strip("[]").split(",") if m.strip() in METHODS]
-    conditions = [c for c in recipe_args["conditions"].strip("[]").split(",") if c.strip()]
-    estimate = evaluation_seconds(n_clips, len(conditions), methods=methods, options=args.eval)
+    settings = eval_settings(recipe_args)
+    n_clips = _count(str(manifest), dataset, settings["max_clips"])
+    # eval.py checks the names; the estimate counts the methods it knows
+    methods = [m for m in settings["methods"] if m in EXPLAIN_FORWARDS]
+    conditions = settings["conditions"]
+    estimate = evaluation_seconds(n_clips, len(conditions), methods=methods, options=settings)
     outputs = [folder / "results.csv", folder / "results.md"]
     what = f"{len(methods)} methods x {len(conditions)} conditions on {n_clips} clips"
     if sanity:
-        sizes = {key: int(args.eval.get(key, value)) for key, value in SANITY_DEFAULTS.items()}
-        estimate += sanity_seconds(sizes["sanity_clips"], sizes["sanity_prompts"], options=args.eval)
+        estimate += sanity_seconds(settings["sanity_clips"], settings["sanity_prompts"], options=settings)
         outputs += [folder / "sanity_similarity.csv", folder / "sanity_randomisation.csv"]
         what += " + the two sanity checks"
     return Step(
