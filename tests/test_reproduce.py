@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from speechbrain_lmaczs.reproduce.chain import main
-from speechbrain_lmaczs.reproduce.compare import CSV_COLUMNS, claims, comparison_rows, read_eval_results, write_comparison
+from speechbrain_lmaczs.reproduce.compare import (
+    CSV_COLUMNS,
+    claims,
+    comparison_rows,
+    read_eval_results,
+    write_comparison,
+)
 from speechbrain_lmaczs.reproduce.estimates import evaluation_seconds, explanation_forwards, training_seconds
 from speechbrain_lmaczs.reproduce.paper import METRICS, PAPER_NAMES, PAPER_TABLES
 from speechbrain_lmaczs.reproduce.steps import Step, StepFailed, StepRunner
@@ -53,9 +59,10 @@ def hand_made_results():
         {"domain": "mel", "method": "lmaczs", "pearson_r": "0.5"},
         {"domain": "mel", "method": "gradcam++", "pearson_r": "0.1"},
     ]
+    ssims = {"lmaczs": (0.9, 0.7, 0.4, 0.3, 0.2, 0.1), "gradcam++": (0.9, 0.85, 0.8, 0.8, 0.7, 0.6)}
     randomisation = [
         {"domain": "mel", "method": method, "step": str(step), "blocks": f"conv_block{7 - step}", "ssim": str(ssim)}
-        for method, values in (("lmaczs", (0.9, 0.7, 0.4, 0.3, 0.2, 0.1)), ("gradcam++", (0.9, 0.85, 0.8, 0.8, 0.7, 0.6)))
+        for method, values in ssims.items()
         for step, ssim in enumerate(values, 1)
     ]
     return mel + stft + mixture, similarity, randomisation
@@ -123,7 +130,8 @@ def test_write_comparison_files(tmp_path):
     assert next(r for r in written if r["method"] == "ScoreCAM" and r["metric"] == "AD")["ours"] == ""
     md = (tmp_path / "paper_comparison.md").read_text()
     counts = {v: sum(c["verdict"] == v for c in claim_rows) for v in ("held", "not held", "not measured")}
-    assert f"## Claims: {counts['held']} held, {counts['not held']} not held, {counts['not measured']} not measured" in md
+    held, not_held, not_measured = counts.values()
+    assert f"## Claims: {held} held, {not_held} not held, {not_measured} not measured" in md
     assert "- a note" in md and "### ESC-50 Mel" in md and "### ESC-50 STFT" in md
     assert "| LMAC-ZS | 43.35 -> 30 (-13.3) [1/2] |" in md
     assert "## Ours only" in md and "### ESC-50 Mel, mixture; accuracy 40 %" in md

@@ -234,7 +234,9 @@ def _accuracy_claim(measured_by_table):
 def _sanity_claims(similarity, randomisation):
     """The two sanity checks, per masking domain measured (both domains listed even when not measured)."""
     out = []
-    r = {(row["domain"], PAPER_NAMES.get(row["method"], row["method"])): _number(row["pearson_r"]) for row in similarity}
+    r = {
+        (row["domain"], PAPER_NAMES.get(row["method"], row["method"])): _number(row["pearson_r"]) for row in similarity
+    }
     ssim = {}
     for row in randomisation:
         key = (row["domain"], PAPER_NAMES.get(row["method"], row["method"]))

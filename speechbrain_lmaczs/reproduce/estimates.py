@@ -47,7 +47,7 @@ DISK_GB = {
     "esc50": {"download": 0.6, "unpacked": 0.9, "what": "2,000 x 5 s at 44.1 kHz"},
     "clotho": {"download": 7.6, "unpacked": 7.6, "what": "3,839 clips of 15-30 s at 44.1 kHz (~22 s on average)"},
     "ljspeech": {"download": 2.6, "unpacked": 3.8, "what": "13,100 clips, ~24 h at 22.05 kHz"},
-    "clap": {"download": 0.8, "unpacked": 0.8, "what": "~197M fp32 parameters (CNN14 85M + BERT-base 110M + projections)"},
+    "clap": {"download": 0.8, "unpacked": 0.8, "what": "~197M fp32 parameters: CNN14 85M, BERT 110M, projections"},
 }
 
 
