@@ -364,10 +364,11 @@ def _eval_step(args, out, dataset, domain, train_step, echo):
     estimate = evaluation_seconds(n_clips, len(conditions), methods=methods, options=settings)
     outputs = [folder / "results.csv", folder / "results.md"]
     what = f"{len(methods)} methods x {len(conditions)} conditions on {n_clips} clips"
-    if sanity:
+    checks = [name for name in ("similarity", "randomisation") if settings[f"sanity_{name}"]]
+    if checks:  # an --eval_override may turn one off
         estimate += sanity_seconds(settings["sanity_clips"], settings["sanity_prompts"], options=settings)
-        outputs += [folder / "sanity_similarity.csv", folder / "sanity_randomisation.csv"]
-        what += " + the two sanity checks"
+        outputs += [folder / f"sanity_{name}.csv" for name in checks]
+        what += f" + the sanity check{'s' if len(checks) > 1 else ''} ({', '.join(checks)})"
     return Step(
         f"eval_{dataset}_{domain}",
         f"evaluate the {'STFT' if domain == 'stft' else 'Mel'} decoder on {dataset}: {what}",
