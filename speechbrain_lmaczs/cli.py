@@ -3,6 +3,12 @@
     lmaczs explain clip.wav --prompt "dog barking" --prompt "rain" --checkpoint RUN/ --out OUT/
 
 writes one listenable WAV and one figure per prompt and ``OUT/report.html`` (see :mod:`speechbrain_lmaczs.report`).
+Given a folder or a JSON manifest instead of a file, it explains every recording into ``OUT/<name>/`` and writes
+``OUT/index.html`` and ``OUT/summary.csv`` (see :mod:`speechbrain_lmaczs.batch`).
+
+    lmaczs export RUN/ OUT/ [--include-clap]
+
+writes a trained run as a folder loadable with ``LMACZSExplainer.from_hparams`` (see :mod:`speechbrain_lmaczs.export`).
 Errors a user can cause end with one line on stderr and exit status 1; usage errors with argparse's status 2.
 """
 
@@ -25,9 +31,13 @@ EXAMPLES = """examples:
       explain two prompts of your own
   lmaczs explain clip.flac --prompt "a siren" --method lmaczs --method gradcam --checkpoint RUN --out OUT
       compare LMAC-ZS with Grad-CAM on one clip
+  lmaczs explain clips/ --prompt "a siren" --checkpoint owner/lmaczs-esc50 --out OUT
+      every audio file under clips/ (or the entries of a SpeechBrain JSON manifest), an exported model from the hub
+  lmaczs export results/ESC50/lmaczs_mel/msclap/1234 lmaczs-esc50/
+      a trained run as a hub-ready model folder (hyperparams.yaml, decoder.ckpt, config.json, README.md)
 
 exit status: 0 when the report is written, 1 for a problem with the input, prompts, checkpoint or output folder
-(one line on stderr), 2 for a usage error.
+(one line on stderr) or when some files of a folder or manifest could not be explained, 2 for a usage error.
 """
 
 
@@ -57,12 +67,18 @@ def build_parser():
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    explain.add_argument("input", metavar="AUDIO", help="audio file to explain (WAV, FLAC, OGG, ...)")
+    explain.add_argument(
+        "input",
+        metavar="AUDIO",
+        help="audio file to explain (WAV, FLAC, OGG, ...), a folder (every audio file under it) or a SpeechBrain "
+        'JSON manifest ({"id": {"wav": path}, ...})',
+    )
     explain.add_argument(
         "--checkpoint",
         metavar="DIR",
         required=True,
-        help="output folder of a train.py run (holds hyperparams.yaml, save/ and the CLAP it used)",
+        help="output folder of a train.py run (holds hyperparams.yaml, save/ and the CLAP it used), a folder "
+        "written by `lmaczs export`, or the hub id of one",
     )
     explain.add_argument("--out", metavar="DIR", required=True, help="folder for the WAVs, figures and report.html")
     explain.add_argument(
@@ -93,6 +109,25 @@ def build_parser():
     explain.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     explain.add_argument("--overwrite", action="store_true", help="replace the files of an earlier report in OUT")
     explain.add_argument("--verbose", action="store_true", help="log what is loaded and computed")
+    export = commands.add_parser(
+        "export",
+        help="write a trained run as a hub-ready model folder (loadable with from_hparams)",
+        description=textwrap.fill(
+            "Write the best checkpoint of a train.py run as a model folder: inference hyperparams.yaml, "
+            "decoder.ckpt, config.json (interface, labels, prompt template, CLAP) and a README.md model card with "
+            "the run's validation metrics. Load it with LMACZSExplainer.from_hparams or `lmaczs explain "
+            "--checkpoint OUT`, or upload it to the Hugging Face hub.",
+            width=100,
+        ),
+    )
+    export.add_argument("run", metavar="RUN", help="output folder of a train.py run")
+    export.add_argument("out", metavar="OUT", help="folder to write (must be empty unless --overwrite)")
+    export.add_argument(
+        "--include-clap", action="store_true", help="copy the CLAP's weights into OUT/clap (default: refer to it)"
+    )
+    export.add_argument("--license", default="unknown", help="licence of the decoder for the model card")
+    export.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export in OUT")
+    export.add_argument("--verbose", action="store_true", help="log what is loaded and written")
     return parser
 
 
@@ -117,17 +152,21 @@ def _check_arguments(args):
 
 
 def explain_command(args):
-    """Run ``lmaczs explain``; returns the path of the report."""
-    from speechbrain_lmaczs.explain import Explainer, read_recording
+    """Run ``lmaczs explain``; returns the path of the report (or of the index) and the files that failed."""
+    from speechbrain_lmaczs.batch import is_batch
+    from speechbrain_lmaczs.explain import read_recording
+    from speechbrain_lmaczs.inference import load_explainer
     from speechbrain_lmaczs.report import ORIGINAL, REPORT, check_writable, write_report
 
     _check_arguments(args)
+    if is_batch(args.input):
+        return _explain_many(args)
     # Cheap checks first, so that a typo does not wait for the model to load.
     wav, rate = read_recording(args.input)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ExplainError(f"--out {args.out} is a file: give a folder.")
     check_writable([os.path.join(args.out, ORIGINAL), os.path.join(args.out, REPORT)], args.overwrite, [args.input])
-    explainer = Explainer.from_folder(args.checkpoint, device=args.device, labels=args.label)
+    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label)
     results = []
     for method in dict.fromkeys(args.method or [LMACZS]):
         results.append(
@@ -135,7 +174,30 @@ def explain_command(args):
                 wav, rate, prompts=args.prompt, top_k=args.top_k, path=args.input
             )
         )
-    return write_report(results, args.out, overwrite=args.overwrite)
+    return write_report(results, args.out, overwrite=args.overwrite), []
+
+
+def _explain_many(args):
+    """``lmaczs explain`` on a folder or a manifest (see :mod:`speechbrain_lmaczs.batch`)."""
+    from speechbrain_lmaczs.batch import check_batch_output, collect_inputs, explain_inputs
+    from speechbrain_lmaczs.inference import load_explainer
+
+    inputs, skipped = collect_inputs(args.input)
+    check_batch_output(args.out, args.overwrite)
+    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label)
+    outcome = explain_inputs(
+        explainer, inputs, args.out, list(dict.fromkeys(args.method or [LMACZS])), args.prompt, args.top_k,
+        args.overwrite, skipped,
+    )
+    return outcome.index, outcome.failed
+
+
+def export_command(args):
+    """Run ``lmaczs export``; returns the exported folder's model card."""
+    from speechbrain_lmaczs.export import export_run
+
+    out = export_run(args.run, args.out, include_clap=args.include_clap, license=args.license, overwrite=args.overwrite)
+    return os.path.join(out, "README.md"), []
 
 
 def main(argv=None):
@@ -149,7 +211,7 @@ def main(argv=None):
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     try:
-        report = explain_command(args)
+        report, failed = (export_command if args.command == "export" else explain_command)(args)
     except ExplainError as err:
         print(f"lmaczs: error: {err}", file=sys.stderr)
         return 1
@@ -157,6 +219,11 @@ def main(argv=None):
         print("lmaczs: interrupted", file=sys.stderr)
         return 130
     print(f"Wrote {report}")
+    if failed:
+        # Each one was logged as it failed; the index lists them with their reasons.
+        print(f"lmaczs: error: {len(failed)} file(s) could not be explained (listed above and in {report}): "
+              f"{', '.join(path for path, _ in failed[:5])}{', ...' if len(failed) > 5 else ''}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -131,6 +131,21 @@ def explanation_figure(recording, explanation):
     return fig
 
 
+def unique_name(base, taken):
+    """``base``, or ``base_2``, ``base_3``... the first not in ``taken`` (which it joins).
+
+    >>> taken = {"dog"}
+    >>> unique_name("dog", taken), unique_name("dog", taken), sorted(taken)
+    ('dog_2', 'dog_3', ['dog', 'dog_2', 'dog_3'])
+    """
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
+
+
 def output_names(results):
     """File stem of each explanation, unique across methods and prompts.
 
@@ -150,12 +165,7 @@ def output_names(results):
         for explanation in result.explanations:
             # "gradcam++" must not become "gradcam".
             base = slug(f"{explanation.method.replace('+', 'plus')}_{explanation.prompt}", max_len=70)
-            name, n = base, 1
-            while name in taken:
-                n += 1
-                name = f"{base}_{n}"
-            taken.add(name)
-            row.append(name)
+            row.append(unique_name(base, taken))
         names.append(row)
     return names
 

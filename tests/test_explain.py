@@ -183,7 +183,7 @@ def test_bad_arguments(explainer, samples_dir, tmp_path):
         explainer.explain_file(path, top_k=0)
     with pytest.raises(ExplainError, match=re.escape("Unknown method 'gradcam+'")):
         explainer.with_method("gradcam+")
-    no_labels = Explainer(explainer.model)
+    no_labels = Explainer.from_model(explainer.model)
     with pytest.raises(ExplainError, match="no label set"):
         no_labels.explain_file(path)
     with pytest.raises(ExplainError, match="not a training output folder"):
@@ -203,7 +203,8 @@ def test_stft_domain_explanations_keep_the_input_length(tiny_msclap, samples_dir
 
     torch.manual_seed(0)
     decoder = MaskDecoder(tiny_msclap.hidden_channels, tiny_msclap.joint_dim, width=32)  # untrained is enough
-    explainer = Explainer(TrainedLMACZS(tiny_msclap, decoder, STFTMasking(tiny_msclap.frontend)), labels=["dog"])
+    model = TrainedLMACZS(tiny_msclap, decoder, STFTMasking(tiny_msclap.frontend))
+    explainer = Explainer.from_model(model, labels=["dog"])
     wav, _ = read_recording(samples_dir / "ESC50" / "audio" / DOG)
     path = tmp_path / "seven_seconds.wav"
     sf.write(path, np.concatenate([wav.numpy(), wav.numpy()])[: 7 * RATE : 2], RATE // 2)  # 7 s at 22.05 kHz

@@ -25,6 +25,11 @@ class TrainedLMACZS(nn.Module):
     domain : MaskingDomain
     use_logit_scale : bool
         Temperature convention of the zero-shot classifier (as in training).
+
+    Attributes
+    ----------
+    checkpoint : speechbrain.utils.checkpoints.Checkpoint or None
+        The checkpoint the decoder was loaded from (set by :func:`load_trained`).
     """
 
     def __init__(self, clap, decoder, domain, use_logit_scale=True):
@@ -33,6 +38,7 @@ class TrainedLMACZS(nn.Module):
         self.decoder = decoder.eval()
         self.domain = domain
         self.use_logit_scale = use_logit_scale
+        self.checkpoint = None
 
     def classifier(self, prompts):
         """Zero-shot classifier over ``prompts`` on this domain's representation."""
@@ -79,4 +85,5 @@ def load_trained(folder, overrides=None, device="cpu", min_key="loss"):
         raise FileNotFoundError(f"No checkpoint under {os.path.join(folder, 'save')}: has train.py finished an epoch?")
     logger.info("Loaded the LMAC-ZS decoder from %s", ckpt.path)
     model = TrainedLMACZS(hparams["clap"], hparams["decoder"], hparams["domain"], hparams["use_logit_scale"])
+    model.checkpoint = ckpt
     return model.to(device).eval()
