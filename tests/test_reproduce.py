@@ -149,6 +149,12 @@ def test_read_eval_results_tags_rows(tmp_path):
     by_key = {(r["table"], r["method"], r["metric"]): r for r in comparison_rows(results)}
     assert by_key[("ESC-50 STFT", "LMAC-ZS", "AI")]["ours"] == 20.0
     assert by_key[("ESC-50 STFT", "GradCAM", "AI")]["ours"] is None
+    # The evaluation's constant-mean reference rows never stand in for a method's own row.
+    (folder / "results.csv").write_text(
+        "method,condition,mask,AI,accuracy\nlmaczs,clean,method,20.0,75.0\nlmaczs,clean,constant_mean,5.0,75.0\n"
+    )
+    results, _, _ = read_eval_results({("esc50", "stft"): folder})
+    assert [(r["mask"], r["AI"]) for r in results] == [("method", "20.0")]
 
 
 # ------------------------------------------------------------------------------------------------ estimates

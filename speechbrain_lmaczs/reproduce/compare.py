@@ -327,7 +327,9 @@ def read_eval_results(runs):
         ):
             path = os.path.join(folder, name)
             if os.path.isfile(path):
-                rows += [{**row, **tag} for row in _read_csv(path)]
+                # results.csv also holds each method's constant-mean reference row: the paper's tables compare the
+                # methods' own masks (rows of older runs have no mask column)
+                rows += [{**row, **tag} for row in _read_csv(path) if row.get("mask", "method") == "method"]
     return results, similarity, randomisation
 
 

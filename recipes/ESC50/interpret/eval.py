@@ -3,7 +3,8 @@
 
 Every method (GradCAM, GradCAM++, SmoothGrad, IG, ScoreCAM, GScoreCAM, LMAC-ZS) explains the zero-shot classifier of
 a trained LMAC-ZS checkpoint on its masking domain, on clean clips and on clips contaminated at 3 dB SNR with
-another clip of the dataset, white noise or speech. Writes ``results.csv`` (one row per method x condition),
+another clip of the dataset, white noise or speech. Writes ``results.csv`` (per method x condition, a row for the
+method's masks and one for its constant-mean reference),
 ``results.md`` (the paper's table layout) and ``per_clip.csv`` to ``--output_folder``; a run that is interrupted
 and restarted skips the pairs already written. The same script serves the UrbanSound8K recipe (its hparams/eval.yaml
 sets ``eval_dataset: urbansound8k``).
