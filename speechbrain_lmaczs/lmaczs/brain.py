@@ -13,6 +13,9 @@ from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
 logger = logging.getLogger(__name__)
 
+#: the loss options beyond the paper (yaml keys) and their defaults, with which the loss is the paper's
+LOSS_OPTIONS = {"lambda_mix": 0.0, "mix_target": "similarity", "lambda_out": 0.0, "lambda_overlap": 0.0}
+
 
 class LMACZSBrain(sb.Brain):
     """Brain holding the LMAC-ZS decoder and its loss.
@@ -43,8 +46,12 @@ class LMACZSBrain(sb.Brain):
         Class prompts of the evaluation set.
     """
 
-    def __init__(self, *args, eval_prompts=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None, eval_prompts=None
+    ):
+        # The loss options beyond the paper are optional in the hparams; their defaults give the paper's loss.
+        hparams = {**LOSS_OPTIONS, **(hparams or {})}
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.eval_prompts = list(eval_prompts) if eval_prompts else None
         self.classifier = None
         for p in self.modules.clap.parameters():
@@ -87,14 +94,14 @@ class LMACZSBrain(sb.Brain):
             out.update(self.mixture_forward(wav, text))
         return out
 
-    def weight(self, name):
-        """Weight of an optional loss term (0 when the hparams do not set it)."""
-        return float(getattr(self.hparams, name, None) or 0.0)
+    def mixture_weights(self):
+        """Weights of the optional mixture terms, by term name (``mix``, ``out``, ``overlap``)."""
+        return {"mix": self.hparams.lambda_mix, "out": self.hparams.lambda_out, "overlap": self.hparams.lambda_overlap}
 
     @property
     def uses_mixtures(self):
         """Whether a mixture term of the loss is on."""
-        return any(self.weight(k) > 0 for k in ("lambda_mix", "lambda_out", "lambda_overlap"))
+        return any(w > 0 for w in self.mixture_weights().values())
 
     def mixture_forward(self, wav, text):
         """Masks and masked embeddings of on-the-fly mixtures, each explained for both of its sources' captions.
@@ -110,7 +117,7 @@ class LMACZSBrain(sb.Brain):
         masks = self.masks_for([h[rows] for h in mix_hidden], text[source], mix_x[rows])
         out = {"mix_source": source, "mix_other": other, "mix_masks": masks,
                "mix_masked_audio": self.embed_masked(domain.apply_mask(mix_x[rows], masks))}
-        if self.weight("lambda_out") > 0:
+        if self.hparams.lambda_out > 0:
             out["mix_out_audio"] = self.embed_masked(domain.apply_mask(mix_x[rows], 1.0 - masks))
         return out
 
@@ -118,15 +125,15 @@ class LMACZSBrain(sb.Brain):
         """The optional mixture terms (unweighted), as a dict of 0-d tensors."""
         text, audio = predictions["text"].float(), predictions["audio"].float()
         source, other = predictions["mix_source"], predictions["mix_other"]
-        target = getattr(self.hparams, "mix_target", None) or "similarity"
+        target = self.hparams.mix_target
         terms = {}
-        if self.weight("lambda_mix") > 0:
+        if self.hparams.lambda_mix > 0:
             terms["mix"] = mixture_consistency(
                 text[source], audio[source], predictions["mix_masked_audio"].float(), target
             )
-        if self.weight("lambda_out") > 0:
+        if self.hparams.lambda_out > 0:
             terms["out"] = mixture_consistency(text[source], audio[other], predictions["mix_out_audio"].float(), target)
-        if self.weight("lambda_overlap") > 0:
+        if self.hparams.lambda_overlap > 0:
             masks = predictions["mix_masks"].float()
             half = len(masks) // 2
             terms["overlap"] = mask_overlap(masks[:half], masks[half:])
@@ -145,7 +152,7 @@ class LMACZSBrain(sb.Brain):
         if "mix_masks" in predictions:
             for key, value in self.mixture_terms(predictions).items():
                 out[key] = value
-                out["loss"] = out["loss"] + self.weight(f"lambda_{key}") * value
+                out["loss"] = out["loss"] + self.mixture_weights()[key] * value
         if stage != sb.Stage.TRAIN:
             self.n_eval_batches += 1
             for key in self.loss_parts:
@@ -176,7 +183,7 @@ class LMACZSBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
-        self.loss_parts.update({k: 0.0 for k in ("mix", "out", "overlap") if self.weight(f"lambda_{k}") > 0})
+        self.loss_parts.update({k: 0.0 for k in ("mix", "out", "overlap") if self.mixture_weights()[k] > 0})
         self.n_eval_batches = 0
         if stage == sb.Stage.TRAIN:
             # After an interrupted run, the recovered step shows that training resumes mid-epoch.
