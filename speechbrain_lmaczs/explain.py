@@ -169,7 +169,7 @@ class Explainer:
         self.missing_labels = None
 
     @classmethod
-    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
+    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, clap_source=None, **method_options):
         """Load the best checkpoint of a ``train.py`` output folder.
 
         Parameters
@@ -182,6 +182,8 @@ class Explainer:
             ``"lmaczs"`` (the trained decoder) or a baseline (:func:`methods`).
         labels : list of str, optional
             Class names for top-k explanations; by default the run's evaluation labels (when it recorded them).
+        clap_source : str, optional
+            CLAP to load instead of the one the run recorded (hub id or local checkpoint of the same backend).
         **method_options
             Options of a baseline's constructor.
 
@@ -210,7 +212,7 @@ class Explainer:
         if missing:
             raise ExplainError(f"{folder} is not an LMAC-ZS training output: its hyperparams.yaml lacks {missing}.")
         try:
-            model = load_trained(folder, device=device)
+            model = load_trained(folder, device=device, overrides={"clap_source": clap_source} if clap_source else None)
         except (FileNotFoundError, CLAPLoadError) as err:
             raise ExplainError(str(err)) from err
         missing_labels = None
