@@ -30,7 +30,13 @@ data, classifier, prompts and target every pair shares), :mod:`.run` (the loop),
 resume), :mod:`.tables` (``results.md``) and :mod:`.sanity_checks`.
 """
 
-from speechbrain_lmaczs.evaluation.run import clap_overrides, evaluate, evaluate_pair, run_evaluation
+from speechbrain_lmaczs.evaluation.run import (
+    check_evaluation_settings,
+    clap_overrides,
+    evaluate,
+    evaluate_pair,
+    run_evaluation,
+)
 from speechbrain_lmaczs.evaluation.sanity_checks import (
     RANDOMIZATION_BLOCKS,
     block_label,
@@ -59,6 +65,7 @@ randomisation_blocks = randomization_blocks
 randomisation_check = randomization_check
 
 __all__ = [
+    "check_evaluation_settings",
     "AD_VARIANTS",
     "DISPLAY_NAMES",
     "METHODS",
