@@ -149,7 +149,10 @@ def prepare_captions(
     }
     manifest = os.path.join(save_folder, output)
     return run_prep(
-        manifest, options, lambda: caption_entries(csv_file, audio_folder, filename_column, caption_columns)
+        manifest,
+        options,
+        lambda: caption_entries(csv_file, audio_folder, filename_column, caption_columns),
+        sources=[csv_file, audio_folder],
     )
 
 
@@ -223,7 +226,7 @@ def prepare_clotho(data_folder, save_folder, output="clotho.json", download=True
             download_clotho(data_folder, url)
         return caption_entries(csv_file, audio_folder, "file_name", CLOTHO_CAPTION_COLUMNS)
 
-    return run_prep(os.path.join(save_folder, output), options, build)
+    return run_prep(os.path.join(save_folder, output), options, build, sources=[data_folder])
 
 
 def prepare_labels(
@@ -318,4 +321,4 @@ def prepare_labels(
                 rows.append((where, "", extra))
         return audio_entries(rows, csv_file, "Labelled clips", skipped=rejected)
 
-    return run_prep(os.path.join(save_folder, output), options, build)
+    return run_prep(os.path.join(save_folder, output), options, build, sources=[csv_file, audio_folder])

@@ -116,4 +116,4 @@ def prepare_urbansound8k(data_folder, save_folder, folds=None, output="urbansoun
         )
         return audio_entries(rows, csv_file, "UrbanSound8K")
 
-    return run_prep(manifest, options, build)
+    return run_prep(manifest, options, build, sources=[data_folder])
