@@ -292,9 +292,7 @@ def prepare_labels(
     }
 
     def build():
-        labels = sorted({v.strip() for v in frame[label_column] if v.strip()})
-        class_ids = {label: index for index, label in enumerate(labels)}
-        rows, rejected = [], []
+        rows, rejected, first_line = [], [], {}
         for line, rec in enumerate(frame.to_dict("records"), start=2):
             where = f"{csv_file} line {line}"
             label, filename = rec[label_column].strip(), rec[filename_column].strip()
@@ -309,16 +307,19 @@ def prepare_labels(
             if not label:
                 rejected.append((where, f"empty {label_column}"))
                 continue
-            extra = {
-                "class_string": label,
-                "classID": class_ids[label],
-                **extra,
-                "caption": label_caption(label, template),
-            }
-            if filename:
-                rows.append((item_id(filename), os.path.join(audio_folder, filename), extra))
-            else:
-                rows.append((where, "", extra))
+            key = item_id(filename) if filename else where
+            if key in first_line:
+                # A repeated file is left out before class ids are given: its label claims no id of its own.
+                rejected.append((where, f"{filename} again (first on line {first_line[key]}), label {label!r}"))
+                continue
+            first_line[key] = line
+            extra = {"class_string": label, **extra, "caption": label_caption(label, template)}
+            rows.append((key, os.path.join(audio_folder, filename) if filename else "", extra))
+        class_ids = {label: index for index, label in enumerate(sorted({row[2]["class_string"] for row in rows}))}
+        rows = [
+            (key, path, {"class_string": extra["class_string"], "classID": class_ids[extra["class_string"]], **extra})
+            for key, path, extra in rows
+        ]
         return audio_entries(rows, csv_file, "Labelled clips", skipped=rejected)
 
     return run_prep(os.path.join(save_folder, output), options, build, sources=[csv_file, audio_folder])

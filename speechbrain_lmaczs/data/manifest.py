@@ -114,8 +114,12 @@ def probe_audio(path):
     return info.frames / info.samplerate, None
 
 
+#: problems a warning lists by name (the count covers them all)
+MAX_EXAMPLES = 5
+
+
 def report_skipped(skipped, total, source):
-    """Log every skipped item in one warning (count first), so that bad data never goes unnoticed.
+    """Log the skipped items in one warning: their count first, then up to :data:`MAX_EXAMPLES` of them.
 
     Parameters
     ----------
@@ -132,10 +136,10 @@ def report_skipped(skipped, total, source):
     counts = {}
     for name, reason in skipped:
         counts[(name, reason)] = counts.get((name, reason), 0) + 1
-    lines = "\n".join(
-        f"  {name}: {reason}" + (f" ({n} items)" if n > 1 else "") for (name, reason), n in counts.items()
-    )
-    logger.warning("Skipped %d of %d items of %s:\n%s", len(skipped), total, source, lines)
+    lines = [f"  {name}: {reason}" + (f" ({n} items)" if n > 1 else "") for (name, reason), n in counts.items()]
+    if len(lines) > MAX_EXAMPLES:
+        lines = lines[:MAX_EXAMPLES] + [f"  ... and {len(lines) - MAX_EXAMPLES} more"]
+    logger.warning("Skipped %d of %d items of %s:\n%s", len(skipped), total, source, "\n".join(lines))
 
 
 def require_folder(folder, what):
