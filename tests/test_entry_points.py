@@ -42,6 +42,22 @@ def tree(folder):
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
 
 
+def _train(*extra, cwd=ROOT):
+    return run(
+        [
+            sys.executable,
+            RECIPE / "train.py",
+            RECIPE / "hparams" / "lmaczs_mel.yaml",
+            f"--data_folder={SAMPLES / 'ESC50'}",
+            "--train_data=labels",
+            "--clap_source=tiny-random",
+            "--number_of_epochs=1",
+            *extra,
+        ],
+        cwd=cwd,
+    )
+
+
 # ---------------------------------------------------------------- relocatable run folders
 
 
@@ -50,22 +66,8 @@ def test_run_trained_with_a_relative_folder_and_steps_alone_is_explained_after_a
     train_cwd, elsewhere = tmp_path / "train_here", tmp_path / "elsewhere"
     train_cwd.mkdir()
     elsewhere.mkdir()
-    proc = run(
-        [
-            sys.executable,
-            RECIPE / "train.py",
-            RECIPE / "hparams" / "lmaczs_mel.yaml",
-            f"--data_folder={SAMPLES / 'ESC50'}",
-            "--train_data=labels",
-            "--clap_source=tiny-random",
-            "--output_folder=runs/r1",
-            "--number_of_epochs=1",
-            "--batch_size=1",
-            "--ckpt_interval_steps=5",
-            "--n_explanations=0",
-        ],
-        cwd=train_cwd,
-    )
+    proc = _train("--output_folder=runs/r1", "--batch_size=1", "--ckpt_interval_steps=5", "--n_explanations=0",
+                  cwd=train_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mutually exclusive" not in proc.stdout + proc.stderr
     # The steps option won over the yaml's ckpt_interval_minutes (SpeechBrain logs the override).
@@ -164,22 +166,6 @@ def test_steps_option_alone_wins_over_the_yaml_minutes_and_both_are_refused():
 
 
 # ---------------------------------------------------------------- one line per entry point
-
-
-def _train(*extra, cwd=ROOT):
-    return run(
-        [
-            sys.executable,
-            RECIPE / "train.py",
-            RECIPE / "hparams" / "lmaczs_mel.yaml",
-            f"--data_folder={SAMPLES / 'ESC50'}",
-            "--train_data=labels",
-            "--clap_source=tiny-random",
-            "--number_of_epochs=1",
-            *extra,
-        ],
-        cwd=cwd,
-    )
 
 
 def test_train_refuses_contradicting_options_with_one_line_and_leaves_no_folder(tmp_path):

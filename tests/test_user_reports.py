@@ -58,6 +58,12 @@ def test_duplicate_row_with_another_label_claims_no_class_id(tmp_path, caplog):
     }
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "line 4" in warning and "first on line 2" in warning and "aardvark" in warning
+    # With folds: the repeated row in the asked fold is still the repeat (the first row's fold is not asked for).
+    csv.write_text(
+        "filename,label,fold\n1-100032-A-0.wav,dog,1\n2-100648-A-43.wav,horn,2\n1-100032-A-0.wav,aardvark,2\n"
+    )
+    data = json.loads(Path(prepare_labels(csv, AUDIO, tmp_path / "save", "f2.json", folds=[2])).read_text())
+    assert {key: (e["class_string"], e["classID"]) for key, e in data.items()} == {"2-100648-A-43": ("horn", 1)}
 
 
 def test_skip_warning_lists_a_few_examples_and_the_count(caplog):
@@ -121,12 +127,17 @@ def test_overwrite_replaces_only_files_lmaczs_wrote(tmp_path, capsys):
     assert "not a training output folder" in capsys.readouterr().err
 
 
-def test_repeated_prompts_and_a_too_large_top_k_are_reported(trained_mel_run, tmp_path, capfd):
+def test_repeated_prompts_and_a_too_large_top_k_are_reported(trained_mel_run, tmp_path, caplog):
+    """(In a terminal, the warnings are lines on stderr; in-process, pytest's log capture holds them.)"""
     out = tmp_path / "out"
     argv = ["explain", str(CLIP), "--checkpoint", str(trained_mel_run), "--out", str(out)]
-    assert lmaczs_main(argv + ["--prompt", "rain", "--prompt", "rain ", "--prompt", "dog"]) == 0
-    err = capfd.readouterr().err
-    assert "Prompts given more than once are explained once: 'rain'" in err
-    assert lmaczs_main(argv + ["--top-k", "50", "--overwrite"]) == 0
-    err = capfd.readouterr().err
-    assert "top_k is 50 but the label set has" in err and "Traceback" not in err
+    with caplog.at_level(logging.WARNING):
+        assert lmaczs_main(argv + ["--prompt", "rain", "--prompt", "rain ", "--prompt", "dog"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["Prompts given more than once are explained once: 'rain'."]
+    assert (out / "lmaczs_rain.wav").is_file() and (out / "lmaczs_dog.wav").is_file()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert lmaczs_main(argv + ["--top-k", "50", "--overwrite"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["top_k is 50 but the label set has 4 classes: explaining all 4."]
