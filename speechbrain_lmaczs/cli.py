@@ -146,7 +146,10 @@ def explain_command(args):
                 wav, rate, prompts=args.prompt, top_k=args.top_k, path=args.input
             )
         )
-    return write_report(results, args.out, overwrite=args.overwrite)
+    try:
+        return write_report(results, args.out, overwrite=args.overwrite)
+    except OSError as err:  # the folder was writable when checked: a full disk, a file removed meanwhile ...
+        raise ExplainError(f"Could not write the report in {args.out}: {err.strerror or err}.") from err
 
 
 def main(argv=None):

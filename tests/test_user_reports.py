@@ -141,3 +141,18 @@ def test_repeated_prompts_and_a_too_large_top_k_are_reported(trained_mel_run, tm
         assert lmaczs_main(argv + ["--top-k", "50", "--overwrite"]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["top_k is 50 but the label set has 4 classes: explaining all 4."]
+
+
+def test_a_write_that_fails_after_the_checks_is_one_line(trained_mel_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from speechbrain_lmaczs import report
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report, "write_report", full_disk)
+    argv = ["explain", str(CLIP), "--checkpoint", str(trained_mel_run), "--out", str(tmp_path / "out"), "--prompt", "a"]
+    assert lmaczs_main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lmaczs: error: Could not write the report in {tmp_path / 'out'}: No space left on device."]
