@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
