@@ -193,17 +193,16 @@ class Explainer:
         """
         from speechbrain_lmaczs.lmaczs.pretrained import load_trained
 
+        from speechbrain_lmaczs.lmaczs.run_folder import NotARunError, check_run_folder
+
         folder = os.fspath(folder)
-        if not os.path.isdir(folder):
-            raise ExplainError(f"Checkpoint folder {folder} does not exist: pass the --output_folder of train.py.")
         if method not in methods():
             raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
+        try:
+            check_run_folder(folder, "Checkpoint folder")
+        except NotARunError as err:
+            raise ExplainError(str(err)) from err
         settings_file = os.path.join(folder, "hyperparams.yaml")
-        if not os.path.isfile(settings_file):
-            raise ExplainError(
-                f"{folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder of "
-                "train.py."
-            )
         try:
             settings = read_run_settings(folder)
         except yaml.YAMLError as err:

@@ -139,7 +139,7 @@ def test_repeated_prompts_and_a_too_large_top_k_are_reported(trained_mel_run, tm
     with caplog.at_level(logging.WARNING):
         assert lmaczs_main(argv + ["--top-k", "50", "--overwrite"]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["top_k is 50 but the label set has 4 classes: explaining all 4."]
+    assert warnings == ["top_k is 50 but the label set has 3 classes: explaining all 3."]
 
 
 def test_a_write_that_fails_after_the_checks_is_one_line(trained_mel_run, tmp_path, monkeypatch, capsys):
