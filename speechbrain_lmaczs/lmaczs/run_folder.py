@@ -60,8 +60,6 @@ hyperparams.yaml): pass the --output_folder of train.py.
             f"{option} {folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder "
             "of train.py."
         )
-    if not os.path.isdir(os.path.join(folder, "save")):
-        raise NotARunError(f"{option} {folder} has no save/ folder: has train.py finished an epoch there?")
 
 
 def _yaml():
