@@ -21,6 +21,7 @@ import textwrap
 import torch
 
 from speechbrain_lmaczs.explain import LMACZS, ExplainError, methods
+from speechbrain_lmaczs.files import NotWritableError, check_writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ def build_parser():
         help=f"interpreter (repeat to compare several on the same clip): {', '.join(methods())}. "
         f"Default: {LMACZS}, the trained decoder",
     )
+    explain.add_argument(
+        "--clap_source",
+        "--clap-source",
+        metavar="SOURCE",
+        help="CLAP to use instead of the one the run recorded (hub id or local checkpoint), e.g. when the run "
+        "was moved away from its CLAP",
+    )
     explain.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     explain.add_argument("--overwrite", action="store_true", help="replace the files of an earlier report in OUT")
     explain.add_argument("--verbose", action="store_true", help="log what is loaded and computed")
@@ -165,8 +173,9 @@ def explain_command(args):
     wav, rate = read_recording(args.input)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ExplainError(f"--out {args.out} is a file: give a folder.")
+    check_writable_folder(args.out, "--out")
     check_writable([os.path.join(args.out, ORIGINAL), os.path.join(args.out, REPORT)], args.overwrite, [args.input])
-    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label)
+    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label, clap_source=args.clap_source)
     results = []
     for method in dict.fromkeys(args.method or [LMACZS]):
         results.append(
@@ -174,7 +183,10 @@ def explain_command(args):
                 wav, rate, prompts=args.prompt, top_k=args.top_k, path=args.input
             )
         )
-    return write_report(results, args.out, overwrite=args.overwrite), []
+    try:
+        return write_report(results, args.out, overwrite=args.overwrite), []
+    except OSError as err:  # the folder was writable when checked: a full disk, a file removed meanwhile ...
+        raise ExplainError(f"Could not write the report in {args.out}: {err.strerror or err}.") from err
 
 
 def _explain_many(args):
@@ -184,7 +196,7 @@ def _explain_many(args):
 
     inputs, skipped = collect_inputs(args.input)
     check_batch_output(args.out, args.overwrite)
-    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label)
+    explainer = load_explainer(args.checkpoint, device=args.device, labels=args.label, clap_source=args.clap_source)
     outcome = explain_inputs(
         explainer, inputs, args.out, list(dict.fromkeys(args.method or [LMACZS])), args.prompt, args.top_k,
         args.overwrite, skipped,
@@ -212,7 +224,7 @@ def main(argv=None):
     logging.basicConfig(level=level, handlers=[handler])
     try:
         report, failed = (export_command if args.command == "export" else explain_command)(args)
-    except ExplainError as err:
+    except (ExplainError, NotWritableError) as err:
         print(f"lmaczs: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -221,7 +221,11 @@ class ExplainerCore:
         for prompt in prompts:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ExplainError(f"Every prompt must be a non-empty text, got {prompt!r}.")
-        return list(dict.fromkeys(p.strip() for p in prompts)), False
+        stripped = [p.strip() for p in prompts]
+        repeated = sorted({p for p in stripped if stripped.count(p) > 1})
+        if repeated:
+            logger.warning("Prompts given more than once are explained once: %s.", ", ".join(map(repr, repeated)))
+        return list(dict.fromkeys(stripped)), False
 
     def explain_waveform(self, wav, sample_rate, prompts=None, top_k=3, path=None):
         """Explain a (samples,) or (channels, samples) waveform at ``sample_rate``; see :meth:`explain_file`."""
@@ -247,6 +251,13 @@ class ExplainerCore:
         windows = [self._window(enc, start, window) for start in starts]
         probabilities = self._probabilities(classifier, windows)
         if from_labels:
+            if int(top_k) > len(candidates):
+                logger.warning(
+                    "top_k is %d but the label set has %d classes: explaining all %d.",
+                    int(top_k),
+                    len(candidates),
+                    len(candidates),
+                )
             order = torch.argsort(probabilities, descending=True)[: min(int(top_k), len(candidates))].tolist()
         else:
             order = list(range(len(candidates)))

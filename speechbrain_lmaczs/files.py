@@ -139,3 +139,63 @@ class BuildStamp:
     def write(self, options):
         """Record ``options`` (call it after the last output is written)."""
         write_json_atomic(self.path, _as_json(options))
+
+
+class NotWritableError(PermissionError):
+    """An output folder that cannot be created or written; the message names it and why."""
+
+
+def check_writable_folder(folder, option="the output folder"):
+    """Make sure ``folder`` can be created (or exists) and holds new files, before any work is done.
+
+    Tries it: the missing folders are created, a temporary file is written and removed, and the folders this check
+    created are removed again, so a refused run leaves nothing behind. Trying (instead of asking ``os.access``)
+    also catches what permission bits do not tell: a read-only mount, ``/proc``, or a path under a plain file,
+    and it holds for root too.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder the outputs go to.
+    option : str
+        How the user named it (``--out``, ``--output_folder``), for the message.
+
+    Raises
+    ------
+    NotWritableError
+        One line: the folder, and why it cannot be written.
+
+    >>> import tempfile
+    >>> base = tempfile.TemporaryDirectory()
+    >>> check_writable_folder(f"{base.name}/a/b")
+    >>> os.path.exists(f"{base.name}/a")
+    False
+    >>> _ = Path(f"{base.name}/file").write_text("x")
+    >>> check_writable_folder(f"{base.name}/file/out", "--out")
+    Traceback (most recent call last):
+    ...
+    speechbrain_lmaczs.files.NotWritableError: --out .../file/out cannot be written: .../file is a file, not a folder.
+    >>> base.cleanup()
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotWritableError(f"{option} {folder} cannot be written: {existing} is a file, not a folder.")
+    created = []
+    try:
+        parent = existing
+        for part in Path(os.path.relpath(folder, existing)).parts if folder != existing else ():
+            parent = os.path.join(parent, part)
+            os.mkdir(parent)
+            created.append(parent)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise NotWritableError(f"{option} {folder} cannot be written: {reason}.") from None
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)

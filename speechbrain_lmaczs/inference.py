@@ -37,6 +37,7 @@ from speechbrain_lmaczs.explaining import (
     read_run_settings,
     run_labels,
 )
+from speechbrain_lmaczs.lmaczs import run_folder
 from speechbrain_lmaczs.lmaczs.pretrained import TrainedLMACZS
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class LMACZSExplainer(ExplainerCore, Pretrained):
             ) from err
 
     @classmethod
-    def from_run(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
+    def from_run(cls, folder, device="cpu", method=LMACZS, labels=None, clap_source=None, **method_options):
         """Load the best checkpoint of a ``train.py`` output folder.
 
         Parameters
@@ -217,6 +218,8 @@ class LMACZSExplainer(ExplainerCore, Pretrained):
             ``"lmaczs"`` (the trained decoder) or a baseline.
         labels : list of str, optional
             Class names for top-k explanations; by default the run's evaluation labels (when it recorded them).
+        clap_source : str, optional
+            CLAP to load instead of the one the run recorded (hub id or local checkpoint of the same backend).
         **method_options
             Options of a baseline's constructor.
 
@@ -231,7 +234,8 @@ class LMACZSExplainer(ExplainerCore, Pretrained):
         if method not in methods():  # before the (slow) load
             raise ExplainError(f"Unknown method {method!r}: use one of {methods()}.")
         try:
-            model = load_trained(folder, device=device)
+            overrides = {"clap_source": clap_source} if clap_source else None
+            model = load_trained(folder, device=device, overrides=overrides)
         except (FileNotFoundError, CLAPLoadError) as err:
             raise ExplainError(str(err)) from err
         missing_labels = None
@@ -249,9 +253,11 @@ class LMACZSExplainer(ExplainerCore, Pretrained):
         return explainer
 
     @classmethod
-    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, **method_options):
+    def from_folder(cls, folder, device="cpu", method=LMACZS, labels=None, clap_source=None, **method_options):
         """Load the best checkpoint of a ``train.py`` output folder: the same as :meth:`from_run`."""
-        return cls.from_run(folder, device=device, method=method, labels=labels, **method_options)
+        return cls.from_run(
+            folder, device=device, method=method, labels=labels, clap_source=clap_source, **method_options
+        )
 
     @classmethod
     def from_model(cls, model, method=LMACZS, labels=None, template=DEFAULT_TEMPLATE, device="cpu", method_options=None):
@@ -307,13 +313,11 @@ def check_run_folder(folder):
     ExplainError
         Missing folder, no or invalid ``hyperparams.yaml``, or not an LMAC-ZS run.
     """
-    if not os.path.isdir(folder):
-        raise ExplainError(f"Checkpoint folder {folder} does not exist: pass the --output_folder of train.py.")
+    try:
+        run_folder.check_run_folder(folder, "Checkpoint folder")
+    except run_folder.NotARunError as err:
+        raise ExplainError(str(err)) from err
     settings_file = os.path.join(folder, "hyperparams.yaml")
-    if not os.path.isfile(settings_file):
-        raise ExplainError(
-            f"{folder} is not a training output folder (no hyperparams.yaml): pass the --output_folder of train.py."
-        )
     try:
         settings = read_run_settings(folder)
     except yaml.YAMLError as err:
@@ -335,7 +339,7 @@ def is_exported(folder):
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
-def load_explainer(checkpoint, device="cpu", labels=None, savedir=None):
+def load_explainer(checkpoint, device="cpu", labels=None, savedir=None, clap_source=None):
     """Load an explainer from a ``train.py`` output folder, an exported folder, or a hub id.
 
     Parameters
@@ -348,6 +352,8 @@ def load_explainer(checkpoint, device="cpu", labels=None, savedir=None):
         Class names for top-k explanations (default: the run's or the export's).
     savedir : str, optional
         For an exported folder or hub id: where fetched files are collected (default: read in place / cache).
+    clap_source : str, optional
+        For a run folder: CLAP to load instead of the one the run recorded.
 
     Returns
     -------
@@ -364,7 +370,7 @@ def load_explainer(checkpoint, device="cpu", labels=None, savedir=None):
     if os.path.isdir(checkpoint):
         if is_exported(checkpoint):
             return LMACZSExplainer.from_hparams(checkpoint, savedir=savedir, run_opts={"device": device}, labels=labels)
-        return LMACZSExplainer.from_run(checkpoint, device=device, labels=labels)
+        return LMACZSExplainer.from_run(checkpoint, device=device, labels=labels, clap_source=clap_source)
     if HUB_ID.fullmatch(checkpoint):
         return LMACZSExplainer.from_hparams(checkpoint, savedir=savedir, run_opts={"device": device}, labels=labels)
     raise ExplainError(

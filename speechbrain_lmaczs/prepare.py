@@ -22,6 +22,8 @@ from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
+PROG = "python -m speechbrain_lmaczs.prepare"
+
 
 def _coded_args(parser, dataset):
     """Arguments of a :data:`~speechbrain_lmaczs.data.DATASETS` subcommand, from its table entry."""
@@ -55,8 +57,9 @@ def build_parser():
     from speechbrain_lmaczs.data import DATASETS
 
     parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_lmaczs.prepare",
-        description="Prepare a dataset: write its JSON manifest (id -> wav, duration, labels or caption).",
+        prog=PROG,
+        description="Prepare a dataset: write its JSON manifest (id -> wav, duration, labels or caption). "
+        "Errors end with one line on stderr (exit status 1); add --verbose anywhere for the traceback.",
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for name, dataset in DATASETS.items():
@@ -106,19 +109,25 @@ def run(args):
     raise ValueError(f"Unknown dataset {args.dataset!r}.")
 
 
-def main(argv=None):
-    """Entry point; a data problem ends the program with its message (exit status 1), not a traceback."""
-    from speechbrain_lmaczs.data import DataPrepError
+def _prepare(argv):
+    from speechbrain_lmaczs.files import check_writable_folder
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        manifest = run(args)
-    except DataPrepError as err:
-        logger.error("%s", err)
-        return 1
+    check_writable_folder(args.save_folder, "--save_folder")
+    manifest = run(args)
     logger.info("Manifest: %s", manifest)
-    return 0
+
+
+def main(argv=None):
+    """Entry point; returns the exit status.
+
+    A problem with the data or the folders ends with one line on stderr and status 1 (the traceback only with
+    ``--verbose``); a usage error with argparse's status 2.
+    """
+    from speechbrain_lmaczs.entry import run_script
+
+    return run_script(_prepare, argv, prog=PROG)
 
 
 if __name__ == "__main__":

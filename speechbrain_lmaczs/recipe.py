@@ -6,6 +6,7 @@ The recipes' ``train.py`` and ``eval.py`` stay thin: they parse arguments, load 
 import logging
 import os
 import re
+import unicodedata
 
 import soundfile as sf
 import torch
@@ -139,12 +140,15 @@ def dataio_prep(hparams, manifests, clap):
 
 
 def slug(text, max_len=60):
-    """File-name-safe version of a prompt.
+    """File-name-safe version of a prompt: letters and digits of any script are kept, the rest becomes ``_``.
 
     >>> slug("this is the sound of car horn!")
     'this_is_the_sound_of_car_horn'
+    >>> slug("狗在叫"), slug("лай собаки"), slug("?!")
+    ('狗在叫', 'лай_собаки', 'prompt')
     """
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:max_len] or "prompt"
+    text = unicodedata.normalize("NFC", text)
+    return re.sub(r"[\W_]+", "_", text).strip("_")[:max_len] or "prompt"
 
 
 @torch.no_grad()

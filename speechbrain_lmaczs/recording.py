@@ -2,11 +2,14 @@
 model windows it is cut into, stitching window masks onto the whole recording's grid, and the result types.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 import soundfile as sf
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class ExplainError(ValueError):
@@ -144,7 +147,24 @@ def read_recording(path):
         )
     if not wav.abs().max() > 0:
         raise ExplainError(f"{path} is digital silence (all samples are zero): nothing to explain.")
+    _warn_beyond_full_scale(path, wav, int(rate))
     return wav, int(rate)
+
+
+def _warn_beyond_full_scale(path, wav, rate):
+    """Warn about samples beyond full scale (a float file's |x| > 1): a click of 1e6 in a quiet recording would
+    make every other sample of its window inaudible to the model (each window is scaled by its peak)."""
+    beyond = wav.abs() > 1.0
+    if beyond.any():
+        peak = int(wav.abs().argmax())
+        logger.warning(
+            "%s has %d samples beyond full scale (|x| > 1), the largest %.3g at %.3f s: each window is scaled by "
+            "its peak, so the rest of that window is nearly silent for the model. Check the file.",
+            path,
+            int(beyond.sum()),
+            float(wav[peak]),
+            peak / rate,
+        )
 
 
 def window_starts(n_samples, window):

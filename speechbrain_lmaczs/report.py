@@ -10,6 +10,7 @@
 """
 
 import html
+import json
 import logging
 import os
 from urllib.parse import quote
@@ -20,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from speechbrain_lmaczs.explain import DB_RANGE, ExplainError
+from speechbrain_lmaczs.files import write_json_atomic
 from speechbrain_lmaczs.recipe import slug
 
 logger = logging.getLogger(__name__)
@@ -179,8 +181,24 @@ def planned_files(results, folder):
     return paths
 
 
+#: file in an output folder listing the files :func:`write_report` wrote there (the only ones ``--overwrite``
+#: may replace)
+WRITTEN = ".lmaczs_written.json"
+
+
+def written_files(folder):
+    """Names of the files an earlier :func:`write_report` wrote in ``folder`` (its :data:`WRITTEN` record)."""
+    try:
+        with open(os.path.join(folder, WRITTEN), encoding="utf-8") as fin:
+            names = json.load(fin)
+    except (OSError, ValueError):
+        return set()
+    return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
+
+
 def check_writable(paths, overwrite=False, protected=()):
-    """Refuse to write over existing files (unless ``overwrite``) and ever over ``protected`` ones (the input).
+    """Refuse to write over existing files (unless ``overwrite`` and this tool wrote them) and ever over
+    ``protected`` ones (the input).
 
     Raises
     ------
@@ -195,6 +213,11 @@ def check_writable(paths, overwrite=False, protected=()):
             raise ExplainError(f"{path} is a folder: remove it or choose another output folder.")
         if os.path.exists(path) and not overwrite:
             raise ExplainError(f"{path} already exists: choose another output folder, or pass --overwrite.")
+        if os.path.exists(path) and os.path.basename(path) not in written_files(os.path.dirname(path) or "."):
+            raise ExplainError(
+                f"{path} was not written by lmaczs (--overwrite replaces only the files of an earlier report): "
+                "move it or choose another output folder."
+            )
 
 
 def _write_wav(path, waveform, sample_rate):
@@ -315,6 +338,9 @@ def write_report(results, folder, overwrite=False):
     os.makedirs(folder, exist_ok=True)
     first = results[0]
     names = output_names(results)
+    # Recorded before writing: a file this run writes is known as its own even if the run stops half-way.
+    planned = {os.path.basename(path) for path in planned_files(results, folder)}
+    write_json_atomic(os.path.join(folder, WRITTEN), sorted(written_files(folder) | planned))
     _write_wav(os.path.join(folder, ORIGINAL), first.waveform, first.sample_rate)
     for result, row in zip(results, names):
         for explanation, name in zip(result.explanations, row):

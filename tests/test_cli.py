@@ -1,5 +1,6 @@
 """The `lmaczs` console script end to end on tests/samples, with the tiny CLAP and the briefly trained decoder."""
 
+import json
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -12,6 +13,7 @@ from matplotlib.image import imread
 
 from speechbrain_lmaczs.cli import main
 from speechbrain_lmaczs.explain import methods
+from speechbrain_lmaczs.report import WRITTEN
 
 CLIP = Path(__file__).parent / "samples" / "ESC50" / "audio" / "1-100032-A-0.wav"
 
@@ -87,8 +89,10 @@ def test_explain_end_to_end(trained_mel_run, tmp_path, capsys):
     assert proc.stdout.strip() == f"Wrote {out / 'report.html'}"
     stems = ["lmaczs_dog_barking", "lmaczs_rain", "gradcam_dog_barking", "gradcam_rain"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s}.wav" for s in stems] + [f"{s}.png" for s in stems] + ["original.wav", "report.html"]
+        [f"{s}.wav" for s in stems] + [f"{s}.png" for s in stems] + ["original.wav", "report.html", WRITTEN]
     )
+    # The record of what lmaczs wrote here (all that --overwrite may replace).
+    assert json.loads((out / WRITTEN).read_text()) == sorted(p.name for p in out.iterdir() if p.name != WRITTEN)
     info = sf.info(str(CLIP))
     for name in [f"{s}.wav" for s in stems] + ["original.wav"]:
         data, rate = sf.read(out / name)

@@ -149,7 +149,10 @@ def prepare_captions(
     }
     manifest = os.path.join(save_folder, output)
     return run_prep(
-        manifest, options, lambda: caption_entries(csv_file, audio_folder, filename_column, caption_columns)
+        manifest,
+        options,
+        lambda: caption_entries(csv_file, audio_folder, filename_column, caption_columns),
+        sources=[csv_file, audio_folder],
     )
 
 
@@ -223,7 +226,7 @@ def prepare_clotho(data_folder, save_folder, output="clotho.json", download=True
             download_clotho(data_folder, url)
         return caption_entries(csv_file, audio_folder, "file_name", CLOTHO_CAPTION_COLUMNS)
 
-    return run_prep(os.path.join(save_folder, output), options, build)
+    return run_prep(os.path.join(save_folder, output), options, build, sources=[data_folder])
 
 
 def prepare_labels(
@@ -289,12 +292,28 @@ def prepare_labels(
     }
 
     def build():
-        labels = sorted({v.strip() for v in frame[label_column] if v.strip()})
-        class_ids = {label: index for index, label in enumerate(labels)}
-        rows, rejected = [], []
-        for line, rec in enumerate(frame.to_dict("records"), start=2):
+        records = frame.to_dict("records")
+        # Class ids index the sorted labels of the whole CSV (whatever the folds), each file counted once: a
+        # repeated file's other label claims no id (it would shift every class after it).
+        claimed = {}
+        for rec in records:
+            label, filename = rec[label_column].strip(), rec[filename_column].strip()
+            if label and (not filename or item_id(filename) not in claimed):
+                claimed[item_id(filename) if filename else object()] = label
+        class_ids = {label: index for index, label in enumerate(sorted(set(claimed.values())))}
+        rows, rejected, first_line = [], [], {}
+        for line, rec in enumerate(records, start=2):
             where = f"{csv_file} line {line}"
             label, filename = rec[label_column].strip(), rec[filename_column].strip()
+            if not label:
+                rejected.append((where, f"empty {label_column}"))
+                continue
+            key = item_id(filename) if filename else where
+            if key in first_line:
+                # The first row of a file is the one kept (as for the class ids), whatever the folds asked for.
+                rejected.append((where, f"{filename} again (first on line {first_line[key]}), label {label!r}"))
+                continue
+            first_line[key] = line
             extra = {}
             if has_folds:
                 if not rec[fold_column].strip():
@@ -303,19 +322,13 @@ def prepare_labels(
                 extra["fold"] = parse_int(rec[fold_column], fold_column, csv_file)
                 if folds is not None and extra["fold"] not in folds:
                     continue
-            if not label:
-                rejected.append((where, f"empty {label_column}"))
-                continue
             extra = {
                 "class_string": label,
                 "classID": class_ids[label],
                 **extra,
                 "caption": label_caption(label, template),
             }
-            if filename:
-                rows.append((item_id(filename), os.path.join(audio_folder, filename), extra))
-            else:
-                rows.append((where, "", extra))
+            rows.append((key, os.path.join(audio_folder, filename) if filename else "", extra))
         return audio_entries(rows, csv_file, "Labelled clips", skipped=rejected)
 
-    return run_prep(os.path.join(save_folder, output), options, build)
+    return run_prep(os.path.join(save_folder, output), options, build, sources=[csv_file, audio_folder])

@@ -143,4 +143,4 @@ def prepare_esc50(data_folder, save_folder, folds=None, output="esc50.json", dow
         )
         return audio_entries(rows, csv_file, "ESC-50")
 
-    return run_prep(manifest, options, build)
+    return run_prep(manifest, options, build, sources=[data_folder])

@@ -6,12 +6,15 @@ A manifest is a JSON file keyed by item id (SpeechBrain convention)::
                       "class_string": "dog", "classID": 0, "fold": 1}}
 
 Next to ``name.json`` each prep writes ``name_options.json`` with the options it ran with (a
-:class:`~speechbrain_lmaczs.files.BuildStamp`). A later run with the same options finds both and does nothing;
-any other state (missing options file, different options, manifest missing) makes it rebuild. The manifest is
+:class:`~speechbrain_lmaczs.files.BuildStamp`) and a fingerprint of its sources (:func:`source_fingerprint`: the
+contents of its CSV files, the names, sizes and modification times of its audio files). A later run with the same
+options on unchanged sources finds both and does nothing; any other state (missing options file, different
+options, an edited CSV, an added, deleted or rewritten audio file, manifest missing) makes it rebuild. The manifest is
 written to a temporary file and renamed, and the options file is removed before and written after it, so an
 interrupted run never leaves a manifest that a later run trusts.
 """
 
+import hashlib
 import logging
 import os
 
@@ -111,8 +114,12 @@ def probe_audio(path):
     return info.frames / info.samplerate, None
 
 
+#: problems a warning lists by name (the count covers them all)
+MAX_EXAMPLES = 5
+
+
 def report_skipped(skipped, total, source):
-    """Log every skipped item in one warning (count first), so that bad data never goes unnoticed.
+    """Log the skipped items in one warning: their count first, then up to :data:`MAX_EXAMPLES` of them.
 
     Parameters
     ----------
@@ -129,10 +136,10 @@ def report_skipped(skipped, total, source):
     counts = {}
     for name, reason in skipped:
         counts[(name, reason)] = counts.get((name, reason), 0) + 1
-    lines = "\n".join(
-        f"  {name}: {reason}" + (f" ({n} items)" if n > 1 else "") for (name, reason), n in counts.items()
-    )
-    logger.warning("Skipped %d of %d items of %s:\n%s", len(skipped), total, source, lines)
+    lines = [f"  {name}: {reason}" + (f" ({n} items)" if n > 1 else "") for (name, reason), n in counts.items()]
+    if len(lines) > MAX_EXAMPLES:
+        lines = lines[:MAX_EXAMPLES] + [f"  ... and {len(lines) - MAX_EXAMPLES} more"]
+    logger.warning("Skipped %d of %d items of %s:\n%s", len(skipped), total, source, "\n".join(lines))
 
 
 def require_folder(folder, what):
@@ -251,8 +258,66 @@ def write_manifest(manifest_path, entries, options):
     logger.info("Wrote %d items to %s", len(entries), manifest_path)
 
 
-def run_prep(manifest_path, options, build):
-    """Build a manifest unless an identical one exists.
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_fingerprint(paths, extensions=AUDIO_EXTENSIONS):
+    """A cheap fingerprint of what a preparation reads: it changes when a source changes.
+
+    A file (a CSV) counts by its contents (SHA-256); a folder by its audio files (``extensions``), each by relative
+    path, size and modification time (one ``stat``, no audio read), and by the contents of its CSV files. A path
+    that does not exist counts as missing.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        The CSV files and folders the preparation reads.
+    extensions : sequence of str
+        Audio file suffixes of the folders.
+
+    Returns
+    -------
+    str
+        Hex SHA-256.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> _ = open(f"{folder.name}/a.csv", "w").write("filename,label\\nx.wav,dog\\n")
+    >>> before = source_fingerprint([folder.name])
+    >>> before == source_fingerprint([folder.name])
+    True
+    >>> _ = open(f"{folder.name}/a.csv", "w").write("filename,label\\nx.wav,cat\\n")
+    >>> before == source_fingerprint([folder.name])
+    False
+    >>> folder.cleanup()
+    """
+    extensions = tuple(e.lower() for e in extensions)
+    digest = hashlib.sha256()
+    for path in paths:
+        path = os.path.abspath(path)
+        if os.path.isfile(path):
+            digest.update(f"file {path} {_file_digest(path)}\n".encode())
+        elif os.path.isdir(path):
+            digest.update(f"folder {path}\n".encode())
+            for name in find_audio_files(path, extensions + (".csv",)):
+                full = os.path.join(path, name)
+                if name.lower().endswith(".csv"):
+                    digest.update(f"csv {name} {_file_digest(full)}\n".encode())
+                else:
+                    stat = os.stat(full)
+                    digest.update(f"audio {name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(f"missing {path}\n".encode())
+    return digest.hexdigest()
+
+
+def run_prep(manifest_path, options, build, sources=(), extensions=AUDIO_EXTENSIONS):
+    """Build a manifest unless an identical one exists, built from the same sources.
 
     Parameters
     ----------
@@ -262,14 +327,19 @@ def run_prep(manifest_path, options, build):
         Everything that changes the content of the manifest.
     build : callable
         No-argument function returning the entries (id -> dict).
+    sources : sequence of str
+        The CSV files and folders ``build`` reads; their :func:`source_fingerprint` is recorded with the options,
+        so an edited CSV or a deleted audio file rebuilds the manifest.
+    extensions : sequence of str
+        Audio suffixes the fingerprint of a folder counts.
 
     Returns
     -------
     str
         ``manifest_path``.
     """
-    if is_prepared(manifest_path, options):
-        logger.info("%s is up to date (built with the same options): skipping preparation.", manifest_path)
+    if is_prepared(manifest_path, dict(options, sources=source_fingerprint(sources, extensions))):
+        logger.info("%s is up to date (same options, unchanged sources): skipping preparation.", manifest_path)
         return manifest_path
     entries = build()
     if not entries:
@@ -277,7 +347,8 @@ def run_prep(manifest_path, options, build):
             f"No usable audio for {manifest_path}: every item was skipped (see the warning above). "
             "Check the data folder and CSV."
         )
-    write_manifest(manifest_path, entries, options)
+    # Fingerprinted after the build: a download may have filled the data folder.
+    write_manifest(manifest_path, entries, dict(options, sources=source_fingerprint(sources, extensions)))
     return manifest_path
 
 

@@ -58,7 +58,13 @@ def prepare_speech(data_folder, save_folder, output="speech.json", extensions=AU
     require_folder(data_folder, "Speech folder")
     extensions = [e.lower() for e in extensions]
     options = {"dataset": "speech", "data_folder": data_folder, "extensions": extensions}
-    return run_prep(os.path.join(save_folder, output), options, lambda: folder_entries(data_folder, extensions))
+    return run_prep(
+        os.path.join(save_folder, output),
+        options,
+        lambda: folder_entries(data_folder, extensions),
+        sources=[data_folder],
+        extensions=extensions,
+    )
 
 
 def find_ljspeech_wavs(data_folder):
@@ -120,4 +126,4 @@ def prepare_ljspeech(data_folder, save_folder, output="speech.json", download=Tr
             wavs = download_ljspeech(data_folder, url)
         return folder_entries(wavs, (".wav",))
 
-    return run_prep(os.path.join(save_folder, output), options, build)
+    return run_prep(os.path.join(save_folder, output), options, build, sources=[data_folder])

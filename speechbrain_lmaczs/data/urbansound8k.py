@@ -66,6 +66,11 @@ def check_urbansound8k(data_folder, folds=None):
         if not os.path.isdir(os.path.join(root, "audio", f"fold{fold}")):
             missing.append(f"audio/fold{fold}/")
     if missing:
+        present = [fold for fold in US8K_FOLDS if os.path.isdir(os.path.join(root, "audio", f"fold{fold}"))]
+        if present and os.path.isfile(os.path.join(root, US8K_CSV)):
+            # Some folds are there: they can be used on their own.
+            folds_option = " ".join(str(fold) for fold in present)
+            how = f"To use the folds present, pass --folds {folds_option} (yaml: eval_folds: {present}). {how}"
         raise MissingDataError(f"UrbanSound8K in {root} is incomplete, missing: {', '.join(missing)}. {how}")
     return root
 
@@ -116,4 +121,4 @@ def prepare_urbansound8k(data_folder, save_folder, folds=None, output="urbansoun
         )
         return audio_entries(rows, csv_file, "UrbanSound8K")
 
-    return run_prep(manifest, options, build)
+    return run_prep(manifest, options, build, sources=[data_folder])

@@ -34,7 +34,13 @@ prompt selectivity), :mod:`.store` (result files and resume), :mod:`.tables` (``
 :mod:`.sanity_checks`.
 """
 
-from speechbrain_lmaczs.evaluation.run import clap_overrides, evaluate, evaluate_pair, run_evaluation
+from speechbrain_lmaczs.evaluation.run import (
+    check_evaluation_settings,
+    clap_overrides,
+    evaluate,
+    evaluate_pair,
+    run_evaluation,
+)
 from speechbrain_lmaczs.evaluation.sanity_checks import (
     RANDOMIZATION_BLOCKS,
     block_label,
@@ -67,6 +73,7 @@ randomisation_blocks = randomization_blocks
 randomisation_check = randomization_check
 
 __all__ = [
+    "check_evaluation_settings",
     "AD_VARIANTS",
     "DISPLAY_NAMES",
     "MASK_KINDS",

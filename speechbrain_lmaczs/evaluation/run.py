@@ -29,6 +29,8 @@ from speechbrain_lmaczs.evaluation.store import (
     write_state,
 )
 from speechbrain_lmaczs.evaluation.tables import write_markdown
+from speechbrain_lmaczs.errors import ConfigError
+from speechbrain_lmaczs.lmaczs.run_folder import check_clap_source, check_run_folder
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics, zero_shot_accuracy
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,32 @@ def clap_overrides(hparams):
     """Overrides of the checkpoint's CLAP settings: the non-null ``clap_backend`` / ``clap_source`` of the yaml."""
     overrides = {"clap_backend": hparams["clap_backend"], "clap_source": hparams["clap_source"]}
     return {key: value for key, value in overrides.items() if value not in (None, "")}
+
+
+def check_evaluation_settings(settings):
+    """Refuse an ``eval.yaml`` setting or a ``--checkpoint`` that cannot work, before anything is loaded or created.
+
+    Parameters
+    ----------
+    settings : dict
+        The plain settings of ``eval.yaml`` with the command line's overrides (see
+        :func:`speechbrain_lmaczs.entry.read_settings`).
+
+    Raises
+    ------
+    ConfigError
+        A bad evaluation setting (:class:`EvalSettings`).
+    FileNotFoundError
+        ``--checkpoint`` is not a training output folder, or its CLAP is missing.
+    """
+    try:
+        EvalSettings.from_hparams(settings)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(" ".join(str(err).split())) from err
+    check_run_folder(settings["checkpoint"], "--checkpoint")
+    check_clap_source(settings["checkpoint"], clap_overrides(settings))
 
 
 def run_evaluation(hparams, manifests, device="cpu", max_batches=None):

@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 from speechbrain_lmaczs.data.contamination import CONDITIONS
+from speechbrain_lmaczs.errors import ConfigError
 from speechbrain_lmaczs.interpreters import INTERPRETERS
 
 #: every method the evaluation knows, in table order: the registry's (the paper's, the appendix CAMs before LMAC-ZS)
@@ -86,8 +87,7 @@ class EvalSettings:
                 setattr(self, name, _positive_int(getattr(self, name), name))
         if isinstance(self.num_workers, bool) or int(self.num_workers) != self.num_workers or self.num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}.")
-        if not math.isfinite(float(self.snr_db)):
-            raise ValueError(f"snr_db must be a finite number of dB, got {self.snr_db!r}.")
+        _check_snr(self.snr_db)
         prompt = self.target_prompt
         if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
             raise ValueError(f"target_prompt must be null or a non-empty prompt, got {self.target_prompt!r}.")
@@ -132,6 +132,35 @@ class EvalSettings:
         """
         values = {field.name: hparams[field.name] for field in yaml_fields()}
         return cls(**values, max_batches=max_batches)
+
+
+#: SNRs (dB) of the contaminated conditions that still mean something: below -40 dB the clip is 10,000 times weaker
+#: than what is mixed in (nothing of it is left to classify or explain); above 96 dB (the range of 16-bit audio, the
+#: datasets' format) the mixture is the clean clip once stored
+SNR_RANGE_DB = (-40.0, 96.0)
+
+
+def _check_snr(snr_db):
+    """Refuse an SNR that is not a number of dB within :data:`SNR_RANGE_DB`.
+
+    >>> _check_snr(3.0)
+    >>> _check_snr(-100)
+    Traceback (most recent call last):
+    ...
+    speechbrain_lmaczs.errors.ConfigError: snr_db must be between -40 and 96 dB, got -100: ...
+    """
+    try:
+        value = float(snr_db)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(snr_db, bool) or not math.isfinite(value):
+        raise ConfigError(f"snr_db must be a finite number of dB, got {snr_db!r}: e.g. --snr_db=3.")
+    low, high = SNR_RANGE_DB
+    if not low <= value <= high:
+        raise ConfigError(
+            f"snr_db must be between {low:g} and {high:g} dB, got {snr_db!r}: below, the clip is lost under what is "
+            "mixed in; above, the mixture is the clean clip."
+        )
 
 
 def yaml_fields():

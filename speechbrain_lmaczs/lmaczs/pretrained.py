@@ -11,6 +11,7 @@ from torch import nn
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
+from speechbrain_lmaczs.lmaczs.run_folder import check_clap_source, run_yaml_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ def load_trained(folder, overrides=None, device="cpu", min_key="loss"):
     folder : str
         The training run's ``output_folder`` (it holds ``hyperparams.yaml`` and ``save/``).
     overrides : dict, optional
-        Extra hyperparameter overrides (``output_folder`` is always set to ``folder``, so a moved folder works).
+        Extra hyperparameter overrides (``clap_source`` / ``clap_backend`` replace the run's CLAP). The paths the
+        run recorded under its ``output_folder`` are read under ``folder`` (see
+        :mod:`~speechbrain_lmaczs.lmaczs.run_folder`), so a moved or copied run works from any working directory.
     device : str
         Where the models go.
     min_key : str
@@ -74,10 +77,10 @@ def load_trained(folder, overrides=None, device="cpu", min_key="loss"):
         raise FileNotFoundError(
             f"{folder!r} is not a training output folder (no hyperparams.yaml): pass the --output_folder of train.py."
         )
-    all_overrides = {"output_folder": os.path.abspath(folder)}
-    all_overrides.update(overrides or {})
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, all_overrides)
+    overrides = dict(overrides or {})
+    # Before anything is built: a missing CLAP is an error, never a new random one (nor folders at the old place).
+    check_clap_source(folder, overrides)
+    hparams = load_hyperpyyaml(run_yaml_text(folder, overrides), overrides)
     checkpointer = Checkpointer(os.path.join(folder, "save"), recoverables={"decoder": hparams["decoder"]})
     set_aside_incomplete_checkpoints(checkpointer)
     ckpt = checkpointer.recover_if_possible(min_key=min_key)

@@ -23,16 +23,15 @@ Authors: the speechbrain-lmaczs developers
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
-from speechbrain_lmaczs.evaluation import prepare_evaluation_data, run_evaluation
+from speechbrain_lmaczs.entry import run_script, start_run
+from speechbrain_lmaczs.evaluation import check_evaluation_settings, prepare_evaluation_data, run_evaluation
 
-if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
 
+def main(argv):
+    """Evaluate as the yaml and the command line say (see the module docstring)."""
+    hparams_file, run_opts, overrides, hparams = start_run(argv, check=check_evaluation_settings)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -50,3 +49,7 @@ if __name__ == "__main__":
         # --debug: a few batches per (method, condition), as SpeechBrain's debug runs do.
         max_batches=run_opts.debug_batches if run_opts.debug else None,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main))

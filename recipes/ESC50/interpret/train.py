@@ -17,19 +17,18 @@ Authors: the speechbrain-lmaczs developers
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
+from speechbrain_lmaczs.entry import run_script, start_run
 from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.recipe import dataio_prep, prepare_manifests, write_explanations
 
-if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
 
+def main(argv):
+    """Train as the yaml and the command line say (see the module docstring)."""
+    hparams_file, run_opts, overrides, hparams = start_run(argv)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -75,3 +74,7 @@ if __name__ == "__main__":
             "device": brain.device,
         },
     )
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main))
