@@ -6,7 +6,8 @@ Every public name is importable from here (``from speechbrain_lmaczs.metrics imp
 - :mod:`.faithfulness_scores`: AI, AD, AG, FF, Fid-In from the classifier's probabilities, the eight-column
   :func:`faithfulness_metrics` and the zero-shot accuracy (definitions and open decisions in its docstring);
 - :mod:`.mask_statistics`: SPS, COMP, MM;
-- :mod:`.localization`: top-k% IoU and the pointing game against a ground-truth support;
+- :mod:`.localization`: top-k% IoU and the pointing game (both independent of the order of ties), the mask's mass
+  inside the support and its average precision, against a ground-truth support;
 - :mod:`.accumulator`: :class:`MetricAccumulator`.
 
 The British spellings ``localisation_iou``, ``localisation_metrics`` and ``LOCALISATION_NAMES`` of earlier
@@ -30,9 +31,13 @@ from speechbrain_lmaczs.metrics.faithfulness_scores import (
 )
 from speechbrain_lmaczs.metrics.localization import (
     LOCALIZATION_NAMES,
+    average_precision,
+    fractional_iou,
     localization_iou,
     localization_metrics,
+    mass_in_support,
     pointing_game,
+    top_k_membership,
     top_k_region,
 )
 from speechbrain_lmaczs.metrics.mask_statistics import GINI_EPS, complexity, mask_mean, sparseness
@@ -50,16 +55,20 @@ __all__ = [
     "average_drop",
     "average_gain",
     "average_increase",
+    "average_precision",
     "complexity",
     "faithfulness",
     "faithfulness_metrics",
+    "fractional_iou",
     "input_fidelity",
     "localization_iou",
     "localization_metrics",
     "mask_mean",
+    "mass_in_support",
     "pointing_game",
     "predicted_class",
     "sparseness",
+    "top_k_membership",
     "top_k_region",
     "zero_shot_accuracy",
 ]

@@ -56,7 +56,8 @@ PRESETS = {
     True: {"train": 120, "single": 30, "mix": 10, "epochs": 1, "ig_steps": 8, "sg_samples": 4, "figures": 1},
 }
 COLUMNS = (
-    "method", "IoU", "pointing", "IoU_mix", "pointing_mix", "mask_overlap_mix", "support_overlap_mix",
+    "method", "IoU", "pointing", "mass_in_support", "AP", "IoU_mix", "pointing_mix", "mass_in_support_mix", "AP_mix",
+    "mask_overlap_mix", "support_overlap_mix",
     "AI", "AD", "AG", "FF", "Fid-In", "SPS", "COMP", "MM", "accuracy", "seconds_per_clip", "forward_ratio",
 )
 
