@@ -61,7 +61,7 @@ DEMO_VERSION = 2
 #: sizes of the full and the quick demo
 PRESETS = {
     False: {"train": 600, "single": 100, "mix": 40, "epochs": 3, "ig_steps": 32, "sg_samples": 16, "figures": 3},
-    True: {"train": 120, "single": 30, "mix": 10, "epochs": 1, "ig_steps": 8, "sg_samples": 4, "figures": 1},
+    True: {"train": 200, "single": 30, "mix": 10, "epochs": 5, "ig_steps": 8, "sg_samples": 4, "figures": 1},
 }
 COLUMNS = (
     "method", "IoU", "pointing", "mass_in_support", "AP", "IoU_mix", "pointing_mix", "mass_in_support_mix", "AP_mix",
@@ -179,10 +179,12 @@ def write_tables(rows, out, accuracy, info):
         "",
         f"Small CLAP zero-shot accuracy on held-out single-event scenes: {accuracy:.3f}. {info}",
         "",
-        "IoU / pointing: single-event scenes, mask of the true event's prompt vs its exact support (top-k%, k = the "
-        "support's share). *_mix: each event's prompt explained in two-event scenes; mask_overlap_mix is the IoU of "
-        "the two prompts' top-k% regions, to compare with support_overlap_mix (the events' own overlap). AI ... MM: "
-        "faithfulness on the single-event scenes for the predicted class (eval recipe, clean condition).",
+        "IoU / pointing / mass_in_support / AP: single-event scenes, mask of the true event's prompt vs its exact "
+        "support (top-k% IoU, k = the support's share; share of the mask's maxima in the support; share of the "
+        "mask's mass in the support; average precision of the mask against the support; tied mask values never "
+        "scored by their order). *_mix: each event's prompt explained in two-event scenes; mask_overlap_mix is the "
+        "IoU of the two prompts' top-k% regions, to compare with support_overlap_mix (the events' own overlap). "
+        "AI ... MM: faithfulness on the single-event scenes for the predicted class (eval recipe, clean condition).",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -293,8 +295,13 @@ def run(
         "ig": {"n_steps": preset["ig_steps"]},
         "smoothgrad": {"n_samples": preset["sg_samples"], "seed": seed},
     }
-    if not reused and (out / "eval").exists():
-        shutil.rmtree(out / "eval")  # computed with another decoder
+    # The evaluation resumes a run interrupted with the same settings and decoder; anything else starts over.
+    eval_stamp = BuildStamp(out / "eval.options.json")
+    eval_options = {"methods": methods, "options": options, "seed": int(seed), "lmaczs": BuildStamp(
+        run_folder / "demo_options.json").read()}
+    if not (reused and eval_stamp.matches(eval_options)) and (out / "eval").exists():
+        shutil.rmtree(out / "eval")
+    eval_stamp.write(eval_options)
     settings = EvalSettings(methods=tuple(methods), conditions=("clean",), seed=seed, interpreter_options=options)
     faithfulness = {row["method"]: row for row in evaluate(model, str(data / "eval.json"), str(out / "eval"), settings)}
     labels = [EVENT_CLASSES[i].captions[0] for i in range(len(EVENT_CLASSES))]
