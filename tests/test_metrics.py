@@ -411,6 +411,57 @@ def test_pointing_game_and_shapes():
         localization_metrics(masks, support[:, :2])
 
 
+def test_top_k_and_pointing_do_not_depend_on_the_order_of_ties():
+    from speechbrain_lmaczs.metrics import localization_iou, pointing_game, top_k_membership
+
+    # 2 x 3 grid, support = first row (3 bins). The mask has one bin at 0.8 and four tied at the maximum 1.0:
+    # top-3 = three of the four tied bins, so each holds 3/4 of a place. Two tied bins are in the support.
+    support = torch.tensor([[[True, True, True], [False, False, False]]])
+    mask = torch.tensor([[[1.0, 1.0, 0.8], [1.0, 1.0, 0.0]]])
+    member = top_k_membership(mask, [3])
+    assert member.tolist() == [[[0.75, 0.75, 0.0], [0.75, 0.75, 0.0]]]
+    # inter = sum min = 0.75 + 0.75 = 1.5; union = sum max = 1 + 1 + 1 + 0.75 + 0.75 = 4.5
+    assert localization_iou(mask, support).item() == pytest.approx(1 / 3)
+    # 2 of the 4 maxima are in the support
+    assert pointing_game(mask, support).item() == pytest.approx(0.5)
+    # moving the tied values around (same multiset of values inside and outside the support) changes nothing
+    swapped = torch.tensor([[[0.8, 1.0, 1.0], [0.0, 1.0, 1.0]]])
+    assert localization_iou(swapped, support).item() == pytest.approx(1 / 3)
+    assert pointing_game(swapped, support).item() == pytest.approx(0.5)
+    # a whole tie group inside the top-k counts fully (k = 3: the two tied 1.0 and the 0.8); the tie of three
+    # zeros below the 0.8 gets nothing: inter 2, union 4
+    two_tied = torch.tensor([[[1.0, 0.8, 0.0], [1.0, 0.0, 0.0]]])
+    assert top_k_membership(two_tied, [3]).tolist() == [[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]
+    assert localization_iou(two_tied, support).item() == pytest.approx(2 / 4)
+    # k = 4 reaches the three tied zeros: one place left, 1/3 each
+    assert top_k_membership(two_tied, [4]).tolist() == [[[1.0, 1.0, 1 / 3], [1.0, 1 / 3, 1 / 3]]]
+    assert top_k_membership(two_tied, [0]).sum().item() == 0.0
+
+
+def test_mass_in_support_and_average_precision_hand_values():
+    from speechbrain_lmaczs.metrics import average_precision, localization_metrics, mass_in_support
+
+    support = torch.tensor([[[True, False, True], [False, False, False]]])
+    mask = torch.tensor([[[0.5, 0.25, 0.25], [0.0, 0.0, 0.0]]])
+    # mass 1.0, of which 0.75 in the support
+    assert mass_in_support(mask, support).item() == pytest.approx(0.75)
+    # ranking: 0.5 (hit: P 1, recall 1/2), then the tie {0.25, 0.25} (1 hit of 2: P 2/3, recall 1), then zeros
+    assert average_precision(mask, support).item() == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # perfect and constant masks: AP 1, and AP = mass share = the support's share of the grid (2 / 6)
+    assert average_precision(support.float(), support).item() == pytest.approx(1.0)
+    constant = torch.full((1, 2, 3), 0.7)
+    assert average_precision(constant, support).item() == pytest.approx(2 / 6)
+    assert mass_in_support(constant, support).item() == pytest.approx(2 / 6)
+    assert mass_in_support(torch.zeros(1, 2, 3), support).item() == pytest.approx(2 / 6)
+    # the tie's order does not matter: the hit of the tie placed first or last gives the same AP
+    reordered = torch.tensor([[[0.5, 0.25, 0.0], [0.25, 0.0, 0.0]]])
+    later_hit = torch.tensor([[[True, False, False], [True, False, False]]])
+    earlier_hit = torch.tensor([[[True, True, False], [False, False, False]]])
+    assert average_precision(reordered, later_hit).item() == average_precision(reordered, earlier_hit).item()
+    values = localization_metrics(mask, torch.zeros_like(support))
+    assert all(torch.isnan(values[k]).all() for k in ("IoU", "mass_in_support", "AP"))
+
+
 def test_package_keeps_every_public_name_and_the_old_spellings():
     # metrics became a package: everything the single module exported still imports from it, and the British
     # spellings of the localization names are the same objects as the new ones.
@@ -424,4 +475,4 @@ def test_package_keeps_every_public_name_and_the_old_spellings():
     assert all(callable(getattr(metrics, name)) or name.isupper() for name in names)
     assert metrics.localisation_iou is metrics.localization_iou
     assert metrics.localisation_metrics is metrics.localization_metrics
-    assert metrics.LOCALISATION_NAMES == metrics.LOCALIZATION_NAMES == ("IoU", "pointing")
+    assert metrics.LOCALISATION_NAMES == metrics.LOCALIZATION_NAMES == ("IoU", "pointing", "mass_in_support", "AP")

@@ -7,7 +7,8 @@ Every public name is importable from here (``from speechbrain_lmaczs.metrics imp
   :func:`faithfulness_metrics` and the zero-shot accuracy (definitions and open decisions in its docstring);
 - :mod:`.mask_statistics`: SPS, COMP, MM, and the constant reference mask of a method's masks;
 - :mod:`.selectivity`: prompt selectivity on a two-source mixture (no ground truth needed);
-- :mod:`.localization`: top-k% IoU and the pointing game against a ground-truth support;
+- :mod:`.localization`: top-k% IoU and the pointing game (both independent of the order of ties), the mask's mass
+  inside the support and its average precision, against a ground-truth support;
 - :mod:`.accumulator`: :class:`MetricAccumulator`.
 
 The British spellings ``localisation_iou``, ``localisation_metrics`` and ``LOCALISATION_NAMES`` of earlier
@@ -31,9 +32,13 @@ from speechbrain_lmaczs.metrics.faithfulness_scores import (
 )
 from speechbrain_lmaczs.metrics.localization import (
     LOCALIZATION_NAMES,
+    average_precision,
+    fractional_iou,
     localization_iou,
     localization_metrics,
+    mass_in_support,
     pointing_game,
+    top_k_membership,
     top_k_region,
 )
 from speechbrain_lmaczs.metrics.mask_statistics import GINI_EPS, complexity, constant_mean_mask, mask_mean, sparseness
@@ -52,18 +57,22 @@ __all__ = [
     "average_drop",
     "average_gain",
     "average_increase",
+    "average_precision",
     "complexity",
     "constant_mean_mask",
     "faithfulness",
     "faithfulness_metrics",
+    "fractional_iou",
     "input_fidelity",
     "localization_iou",
     "localization_metrics",
     "mask_mean",
+    "mass_in_support",
     "pointing_game",
     "predicted_class",
     "prompt_selectivity",
     "sparseness",
+    "top_k_membership",
     "top_k_region",
     "zero_shot_accuracy",
 ]

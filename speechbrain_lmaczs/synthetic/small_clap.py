@@ -19,7 +19,7 @@ CAPTION_TEMPLATES = ("{}", "this is the sound of {}", "the sound of {}", "a reco
 BACKGROUND_CAPTION = "nothing but quiet background noise"
 
 
-def small_frontend():
+def small_frontend(db_offset=100.0):
     """The front-end of the small CLAP: 16 kHz, 1024-point STFT with a 20 ms hop, 64 mel bands from 50 Hz to 8 kHz,
     5 s clips (251 frames).
 
@@ -30,14 +30,18 @@ def small_frontend():
     multiplies the log-mel) attenuates towards silence, and a zero mask removes an event; with the released
     models' ``10 log10(power)`` the synthetic scenes' background sits near -30 dB and a zero mask would raise it to
     0 dB. The small CLAP is trained with the offset (CNN14's first BatchNorm over the mel bands absorbs it).
+    ``db_offset=0`` gives the released models' convention (the benchmark's ``released`` configuration,
+    :mod:`speechbrain_lmaczs.synthetic.configs`).
 
     Example
     -------
     >>> fe = small_frontend()
-    >>> fe.sample_rate, fe.n_frames, fe.n_mels
-    (16000, 251, 64)
+    >>> fe.sample_rate, fe.n_frames, fe.n_mels, fe.silence_db
+    (16000, 251, 64, 0.0)
+    >>> small_frontend(db_offset=0.0).silence_db
+    -100.0
     """
-    return LogMelFrontend(16000, 1024, 320, 64, 50, 8000, clip_seconds=5.0, db_offset=100.0)
+    return LogMelFrontend(16000, 1024, 320, 64, 50, 8000, clip_seconds=5.0, db_offset=float(db_offset))
 
 
 def caption_vocabulary():
