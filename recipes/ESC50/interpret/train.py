@@ -5,7 +5,8 @@ The decoder is trained on audio-caption pairs with the zero-shot loss (similarit
 regularisation, prompt diversity) and validated zero-shot on a labelled set (accuracy + faithfulness metrics).
 After training, listenable explanations of a few validation clips are written to ``<output_folder>/explanations``.
 
-Run (real CLAP, Clotho, ESC-50; add --device=cuda --precision=bf16 on a GPU, or torchrun for several GPUs):
+Run (real CLAP, Clotho, ESC-50; add --device=cuda --precision=bf16 on a GPU;
+several GPUs: torchrun --nproc_per_node=N train.py ..., see the README's Scaling out):
     python train.py hparams/lmaczs_mel.yaml --data_folder=/data/ESC50 --clotho_folder=/data/clotho
 Smoke run (tiny random CLAP, ESC-50 labels as captions):
     python train.py hparams/lmaczs_mel.yaml --data_folder=/data/ESC50 --train_data=labels \
@@ -17,18 +18,19 @@ Authors: the speechbrain-lmaczs developers
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
+from speechbrain_lmaczs.distributed import load_hparams_main_first, start_processes
 from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.recipe import dataio_prep, prepare_manifests, write_explanations
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    # Under torchrun: one process group; the main process builds or downloads the CLAP, the others then load it.
+    start_processes(run_opts)
+    hparams = load_hparams_main_first(hparams_file, overrides)
 
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
@@ -67,7 +69,7 @@ if __name__ == "__main__":
     run_on_main(
         write_explanations,
         kwargs={
-            "interpreter": LMACZSInterpreter(classifier, brain.modules.decoder, brain.modules.domain),
+            "interpreter": LMACZSInterpreter(classifier, brain.decoder, brain.modules.domain),
             "domain": brain.modules.domain,
             "dataset": datasets["valid"],
             "folder": hparams["explanations_folder"],
