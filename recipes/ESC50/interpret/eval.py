@@ -15,6 +15,9 @@ Smoke run (a tiny random CLAP trained by train.py's smoke run; any folder of spe
         --speech_folder=/data/speech --max_clips=2 --ig_n_steps=4 --smoothgrad_n_samples=3
 Sanity checks (mask mean vs similarity, cascading randomisation): add --sanity_similarity=True
 --sanity_randomisation=True.
+Several processes (see the README's Scaling out): torchrun --nproc_per_node=N eval.py ... (each rank evaluates a
+shard of the clips, rank 0 merges), or independent jobs with --shard=i/n (1-based, e.g. a SLURM array) followed
+by the same command without --shard, which merges the shards of --output_folder.
 
 Authors: the speechbrain-lmaczs developers
 """
@@ -22,15 +25,15 @@ Authors: the speechbrain-lmaczs developers
 import sys
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
+from speechbrain_lmaczs.distributed import load_hparams_main_first, start_processes
 from speechbrain_lmaczs.evaluation import prepare_evaluation_data, run_evaluation
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    start_processes(run_opts)  # under torchrun: each rank evaluates its shard, rank 0 then merges them
+    hparams = load_hparams_main_first(hparams_file, overrides)
 
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
