@@ -49,6 +49,10 @@ def clap_overrides(hparams):
 def run_evaluation(hparams, manifests, device="cpu", max_batches=None):
     """Load the checkpoint named by ``hparams["checkpoint"]`` and run :func:`evaluate` as the yaml says.
 
+    Under torchrun, rank ``r`` evaluates shard ``r + 1`` of the world size and rank 0 then merges the shards; with
+    ``hparams["shard"]`` (``"i/n"``) this process evaluates that shard only; without either, shards already in
+    the output folder are merged (:mod:`.shards`), or else everything is evaluated here.
+
     Parameters
     ----------
     hparams : dict
