@@ -18,13 +18,14 @@ HPARAMS = ROOT / "recipes" / "ESC50" / "interpret" / "hparams" / "eval.yaml"
 N_CLIPS = len(list((SAMPLES / "ESC50" / "audio").glob("*.wav")))
 
 
-def run_eval(checkpoint, output, *extra, check=True):
+def run_eval(checkpoint, output, *extra, check=True, methods="[gradcam, smoothgrad, lmaczs]",
+             conditions="[clean, white_noise]"):
     cmd = [
         sys.executable, str(EVAL), str(HPARAMS), f"--data_folder={SAMPLES / 'ESC50'}", "--clap_source=tiny-random",
         f"--checkpoint={checkpoint}", f"--output_folder={output}", "--device=cpu",
         # 5 clips in 3 batches (2 + 2 + 1): shard 1/2 gets batches 1 and 3, shard 2/2 batch 2. SmoothGrad's noise
         # is seeded per batch: equal numbers need the same batches as one process.
-        "--batch_size=2", "--methods=[gradcam, smoothgrad, lmaczs]", "--conditions=[clean, white_noise]",
+        "--batch_size=2", f"--methods={methods}", f"--conditions={conditions}",
         "--smoothgrad_n_samples=3", *extra,
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -97,8 +98,8 @@ def test_two_shards_then_merge_equal_one_process_without_recomputing(trained_mel
 
 def test_merge_refuses_an_unfinished_shard_with_the_command_to_finish_it(trained_mel_run, tmp_path):
     out = tmp_path / "eval"
-    run_eval(trained_mel_run, out, "--shard=1/2", "--methods=[gradcam]", "--conditions=[clean]")
-    proc = run_eval(trained_mel_run, out, "--methods=[gradcam]", "--conditions=[clean]", check=False)
+    run_eval(trained_mel_run, out, "--shard=1/2", methods="[gradcam]", conditions="[clean]")
+    proc = run_eval(trained_mel_run, out, methods="[gradcam]", conditions="[clean]", check=False)
     assert proc.returncode != 0
     message = [line for line in (proc.stdout + proc.stderr).splitlines() if "Shard 2/2 has not started" in line]
     assert len(message) == 1 and "--shard=2/2" in message[0]
