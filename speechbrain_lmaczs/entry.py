@@ -121,8 +121,8 @@ def start_run(argv, check=None):
 
     In this order: SpeechBrain's argument parsing; :func:`resolve_run_options`; a local ``--clap_source`` made
     absolute (so the run's yaml names it from any working directory; a hub id stays one); ``check(settings)`` on
-    the plain settings; the output folder tried for writing (and left as it was); then the yaml is loaded (objects
-    built). The script itself calls ``sb.create_experiment_directory`` (SpeechBrain copies the calling script into
+    the plain settings; the output folder tried for writing (and left as it was); under torchrun the process group is started;
+    then the yaml is loaded (objects built), by the main process first. The script itself calls ``sb.create_experiment_directory`` (SpeechBrain copies the calling script into
     the run).
 
     Parameters
@@ -138,8 +138,9 @@ def start_run(argv, check=None):
         ``(hparams_file, run_opts, overrides, hparams)``.
     """
     import speechbrain as sb
-    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.utils.distributed import if_main_process
 
+    from speechbrain_lmaczs.distributed import load_hparams_main_first, start_processes
     from speechbrain_lmaczs.files import check_writable_folder
     from speechbrain_lmaczs.lmaczs.run_folder import absolute_local_source
 
@@ -156,7 +157,9 @@ def start_run(argv, check=None):
         raise ConfigError(f"{hparams_file} or an override is not valid YAML: {' '.join(str(err).split())}") from err
     if check is not None:
         check(settings)
-    check_writable_folder(settings["output_folder"], "--output_folder")
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    if if_main_process():  # under torchrun, ranks trying the same folder at once would race
+        check_writable_folder(settings["output_folder"], "--output_folder")
+    # Under torchrun: one process group; the main process builds or downloads the CLAP, the others then load it.
+    start_processes(run_opts)
+    hparams = load_hparams_main_first(hparams_file, overrides)
     return hparams_file, run_opts, overrides, hparams

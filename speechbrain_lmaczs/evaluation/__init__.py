@@ -30,8 +30,9 @@ of a pair it does not list (the pair that was interrupted), so no row is ever du
 
 The modules, in the order a run uses them: :mod:`.settings` (what to run, from ``eval.yaml``), :mod:`.setup` (the
 data, classifier, prompts and target every pair shares), :mod:`.run` (the loop), :mod:`.scoring` (reference rows,
-prompt selectivity), :mod:`.store` (result files and resume), :mod:`.tables` (``results.md``) and
-:mod:`.sanity_checks`.
+prompt selectivity), :mod:`.store` (result files and resume), :mod:`.tables` (``results.md``), :mod:`.sanity_checks`
+and :mod:`.shards` (an evaluation split across processes, torchrun's ranks or ``--shard=i/n`` jobs, and the merge
+of their files).
 """
 
 from speechbrain_lmaczs.evaluation.run import (

@@ -11,8 +11,17 @@ from tqdm import tqdm
 from speechbrain_lmaczs.classifier import DEFAULT_TEMPLATE
 from speechbrain_lmaczs.evaluation.sanity_checks import randomization_check, similarity_check
 from speechbrain_lmaczs.evaluation.settings import EvalSettings
+from speechbrain_lmaczs.distributed import parse_shard, world
 from speechbrain_lmaczs.evaluation.scoring import explain_sources, mixture_selectivity, reference_metrics
 from speechbrain_lmaczs.evaluation.setup import Setup, batch_loader, condition_dataset, data_digest, mixture_partners
+from speechbrain_lmaczs.evaluation.shards import (
+    SHARDS_FOLDER,
+    merge_shards,
+    shard_counts,
+    shard_folder,
+    shard_state,
+    wait_for_shards,
+)
 from speechbrain_lmaczs.evaluation.store import (
     MASK_KINDS,
     PER_CLIP_COLUMNS,
@@ -71,6 +80,10 @@ def check_evaluation_settings(settings):
 def run_evaluation(hparams, manifests, device="cpu", max_batches=None):
     """Load the checkpoint named by ``hparams["checkpoint"]`` and run :func:`evaluate` as the yaml says.
 
+    Under torchrun, rank ``r`` evaluates shard ``r + 1`` of the world size and rank 0 then merges the shards; with
+    ``hparams["shard"]`` (``"i/n"``) this process evaluates that shard only; without either, shards already in
+    the output folder are merged (:mod:`.shards`), or else everything is evaluated here.
+
     Parameters
     ----------
     hparams : dict
@@ -89,23 +102,36 @@ def run_evaluation(hparams, manifests, device="cpu", max_batches=None):
     """
     from speechbrain_lmaczs.lmaczs.pretrained import load_trained
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Every process would write the same result files; the evaluation is sequential by design (resumable).
-        raise RuntimeError("eval.py runs as one process: start it with python, not torchrun (use --device=cuda:N).")
+    rank, world_size = world()
+    shard = None if hparams["shard"] in (None, "") else parse_shard(hparams["shard"])
+    if shard is not None and world_size > 1:
+        raise ValueError("Use either torchrun (its ranks are the shards) or --shard=i/n (one process each), not both.")
+    if world_size > 1:
+        shard = (rank + 1, world_size)
     checkpoint = hparams["checkpoint"]
     overrides = clap_overrides(hparams)
     model = load_trained(checkpoint, overrides=overrides, device=device)
-    return evaluate(
-        model,
-        manifests["eval"],
-        hparams["output_folder"],
-        EvalSettings.from_hparams(hparams, max_batches=max_batches),
+    settings = EvalSettings.from_hparams(hparams, max_batches=max_batches)
+    kwargs = dict(
         speech_manifest=manifests["speech"],
         template=hparams["prompt_template"],
         device=device,
         provenance={"checkpoint": os.path.abspath(checkpoint), "clap_overrides": overrides},
     )
-
+    output_folder = hparams["output_folder"]
+    if shard is None:
+        counts = shard_counts(output_folder)
+        if len(counts) > 1:
+            raise ValueError(f"{output_folder}/{SHARDS_FOLDER} holds shards of different counts {sorted(counts)}: "
+                             "keep the folders of one split only.")
+        # Shards there: this is their merge (the same command, without --shard).
+        return evaluate(model, manifests["eval"], output_folder, settings, merge=counts.pop() if counts else None,
+                        **kwargs)
+    rows = evaluate(model, manifests["eval"], shard_folder(output_folder, shard), settings, shard=shard, **kwargs)
+    if world_size == 1 or rank != 0:
+        return rows
+    wait_for_shards(output_folder, world_size, [(m, c) for c in settings.conditions for m in settings.methods])
+    return evaluate(model, manifests["eval"], output_folder, settings, merge=world_size, **kwargs)
 
 
 def _sync(device):
@@ -156,9 +182,10 @@ def _timed(classifier, x, device):
 
 
 def evaluate_pair(
-    setup, method, condition, interpreter, dataset, settings, row_writer, device, flush=None, partners=None
+    setup, method, condition, interpreter, dataset, settings, row_writer, device, flush=None, partners=None, shard=None
 ):
-    """Metrics of one (method, condition) over ``dataset``, streamed: the method's row and its reference row.
+    """Metrics of one (method, condition) over ``dataset`` (its batches of ``shard``, when given), streamed: the
+    method's row and its reference row.
 
     ``partners`` (mixture condition): clip id -> class index of the clip mixed into it; with it, each clip is
     also explained for both sources' class prompts and scored by prompt selectivity.
@@ -173,7 +200,7 @@ def evaluate_pair(
     kinds = {kind: MetricAccumulator(VALUE_NAMES, row_writer=row_writer) for kind in MASK_KINDS}
     selectivity = {kind: MetricAccumulator((SELECTIVITY,)) for kind in MASK_KINDS}
     timing = _Timing()
-    loader, total = batch_loader(dataset, settings)
+    loader, total = batch_loader(dataset, settings, shard)
     for batch in tqdm(loader, total=total, desc=f"{method} | {condition}", unit="batch", dynamic_ncols=True):
         with torch.no_grad():
             x = domain.representation(batch.wav.data.to(device))
@@ -253,6 +280,8 @@ def evaluate(
     template=DEFAULT_TEMPLATE,
     device="cpu",
     provenance=None,
+    shard=None,
+    merge=None,
 ):
     """Evaluate every (method, condition) pair of ``settings`` and write the result files (see the module doc).
 
@@ -275,6 +304,12 @@ def evaluate(
         Where the data goes (the model must already be there).
     provenance : dict, optional
         Facts that identify the classifier (e.g. the checkpoint path); part of the resume check.
+    shard : tuple of int, optional
+        ``(i, n)``: evaluate only shard ``i`` of ``n`` (1-based) into ``output_folder`` (see :mod:`.shards`); the
+        sanity checks are left to the merge.
+    merge : int, optional
+        Compute nothing: check that the ``merge`` shards under ``output_folder`` finished with these settings and
+        merge them (:func:`~speechbrain_lmaczs.evaluation.shards.merge_shards`).
 
     Returns
     -------
@@ -293,6 +328,17 @@ def evaluate(
     fingerprint = dict(
         settings.fingerprint(), provenance=provenance or {}, data=data_digest(setup, manifest, settings)
     )
+    info = setup.describe(settings, device)
+    if merge is not None:
+
+        def write_tables(rows, normalization):
+            write_markdown(os.path.join(output_folder, RESULTS_MD), rows, normalization, info, settings)
+
+        rows = merge_shards(output_folder, merge, fingerprint, settings, write_tables)
+        _sanity_checks(setup, manifest, settings, output_folder, device)
+        return sorted(rows, key=sort_key)
+    if shard is not None:
+        fingerprint["shard"] = shard_state(shard, settings)
     results_path = os.path.join(output_folder, RESULTS_CSV)
     per_clip_path = os.path.join(output_folder, PER_CLIP_CSV)
     rows = read_results(results_path)
@@ -303,7 +349,6 @@ def evaluate(
         logger.info("Dropped %d per-clip rows of an interrupted (method, condition) pair.", dropped)
     write_state(output_folder, state)
 
-    info = setup.describe(settings, device)
     # Built once, before any clip: a wrong option fails now, not after hours of other methods.
     interpreters = {
         method: setup.interpreter(method, settings) for method in settings.methods
@@ -333,7 +378,7 @@ def evaluate(
                 interpreter = interpreters[method]
                 pair_rows = evaluate_pair(
                     setup, method, condition, interpreter, dataset, settings, writer, device, flush=per_clip.flush,
-                    partners=partners,
+                    partners=partners, shard=shard,
                 )
                 # Commit order: per-clip rows on disk, then the state, then results.csv (the record of the pair).
                 per_clip.flush()
@@ -349,10 +394,16 @@ def evaluate(
                         "%s (%s) | %s: %s", method, row["mask"], condition,
                         {k: round(row[k], 4) for k in VALUE_NAMES + (SELECTIVITY, "seconds_per_clip")},
                     )
+    if shard is None:
+        _sanity_checks(setup, manifest, settings, output_folder, device)
+    write_markdown(os.path.join(output_folder, RESULTS_MD), rows, state["normalisation"], info, settings)
+    return sorted(rows, key=sort_key)
+
+
+def _sanity_checks(setup, manifest, settings, output_folder, device):
+    """The sanity checks the settings ask for (once per evaluation: by the merge when it is sharded)."""
     if settings.sanity_similarity:
         similarity_check(setup, manifest, settings, output_folder, device)
     if settings.sanity_randomisation:
         randomization_check(setup, manifest, settings, output_folder, device)
-    write_markdown(os.path.join(output_folder, RESULTS_MD), rows, state["normalisation"], info, settings)
-    return sorted(rows, key=sort_key)
 

@@ -1,7 +1,6 @@
 """What every (method, condition) pair shares: the evaluation data, the classifier, its prompts and the target."""
 
 import hashlib
-import itertools
 import json
 
 import torch
@@ -16,6 +15,7 @@ from speechbrain_lmaczs.data import (
     read_manifest,
     subset,
 )
+from speechbrain_lmaczs.distributed import shard_indices
 from speechbrain_lmaczs.interpreters import build_interpreter
 from speechbrain_lmaczs.recipe import prepare_eval_manifest
 
@@ -133,13 +133,22 @@ def mixture_partners(setup, settings, manifest):
     }
 
 
-def batch_loader(dataset, settings):
-    """(batches, how many): the dataset's batches, at most ``settings.max_batches`` of them."""
+def batch_loader(dataset, settings, shard=None):
+    """(batches, how many): the dataset's batches, at most ``settings.max_batches`` of them.
+
+    With ``shard = (i, n)`` (1-based), only every ``n``-th of those batches from the ``i``-th
+    (:func:`~speechbrain_lmaczs.distributed.shard_indices`): each batch holds the same clips as in a one-process
+    run, so every method (SmoothGrad's seeded noise included) gives each clip the same numbers.
+    """
     from speechbrain.dataio.dataloader import make_dataloader
 
-    loader = make_dataloader(dataset, batch_size=settings.batch_size, num_workers=settings.num_workers)
-    total = len(loader) if settings.max_batches is None else min(len(loader), settings.max_batches)
-    return itertools.islice(loader, total), total
+    size = settings.batch_size
+    batches = [list(range(start, min(start + size, len(dataset)))) for start in range(0, len(dataset), size)]
+    batches = batches[: settings.max_batches]
+    if shard is not None:
+        batches = [batches[k] for k in shard_indices(len(batches), *shard)]
+    loader = make_dataloader(dataset, batch_sampler=batches, num_workers=settings.num_workers)
+    return iter(loader), len(batches)
 
 
 def data_digest(setup, manifest, settings):

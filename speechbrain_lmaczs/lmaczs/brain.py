@@ -7,7 +7,9 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
+from speechbrain_lmaczs.distributed import RankShareSampler, gather_objects
 from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
+from speechbrain_lmaczs.lmaczs.decoder import masks_on_grid
 from speechbrain_lmaczs.lmaczs.loss import grid_pairs, mask_overlap, mix_pairs, mixture_consistency, zero_shot_loss
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
@@ -71,9 +73,17 @@ class LMACZSBrain(sb.Brain):
         """Normalised embedding of masked representations (gradient flows to the mask)."""
         return self.modules.clap.encode_audio(self.modules.domain.to_logmel(x))
 
+    @property
+    def decoder(self):
+        """The :class:`MaskDecoder` itself (under torchrun, ``modules.decoder`` is its DistributedDataParallel)."""
+        return getattr(self.modules.decoder, "module", self.modules.decoder)
+
     def masks_for(self, hidden, text, x):
         """One mask per (hidden maps, text embedding, representation ``x``) triple, (batch, time, freq)."""
-        return self.modules.decoder.for_representation(hidden, text, x, self.modules.domain)
+        # Training goes through the DDP wrapper (its forward is what synchronizes the gradients); evaluation calls
+        # the decoder itself, so that ranks holding different numbers of validation batches never wait on each other.
+        decoder = self.modules.decoder if self.modules.decoder.training else self.decoder
+        return masks_on_grid(decoder, hidden, text, x, self.modules.domain)
 
     # -- Brain contract ------------------------------------------------------------------------------------------
     def compute_forward(self, batch, stage):
@@ -198,15 +208,45 @@ class LMACZSBrain(sb.Brain):
                 )
             self.metrics = MetricAccumulator()
 
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """As :meth:`speechbrain.Brain.make_dataloader`; under torchrun each rank validates and tests its own share
+        of the clips (:class:`RankShareSampler`: no clip twice), and :meth:`on_stage_end` sums the shares."""
+        if stage != sb.Stage.TRAIN and self.distributed_launch:
+            loader_kwargs = dict(loader_kwargs, sampler=RankShareSampler(dataset), shuffle=False)
+        return super().make_dataloader(dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs)
+
+    def _reduce_over_ranks(self, stage_loss):
+        """Mean loss, loss parts and metrics over every rank's clips (this rank's alone without torchrun)."""
+        metrics = getattr(self, "metrics", None) if self.eval_prompts is not None else None
+        shares = gather_objects((stage_loss * self.n_eval_batches, self.n_eval_batches, self.loss_parts, metrics))
+        n_batches = max(1, sum(share[1] for share in shares))
+        loss = sum(share[0] for share in shares) / n_batches
+        parts = {key: sum(share[2][key] for share in shares) / n_batches for key in self.loss_parts}
+        if metrics is not None:
+            metrics = MetricAccumulator()
+            for share in shares:
+                metrics.merge(share[3])
+        return loss, parts, metrics
+
+    def _check_ranks_in_step(self):
+        """Under torchrun, log every rank's step count and whether their decoders still hold the same weights."""
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in self.decoder.parameters()))
+        shares = gather_objects((self.step, checksum))
+        if len(shares) > 1:
+            logger.info("Steps per rank: %s; decoder weights equal on every rank: %s", [s[0] for s in shares],
+                        len({s[1] for s in shares}) == 1)
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
+            self._check_ranks_in_step()
             return
-        n_batches = max(1, self.n_eval_batches)
+        stage_loss, parts, metrics = self._reduce_over_ranks(stage_loss)
         stats = {"loss": stage_loss}
-        stats.update({f"loss_{k}": v / n_batches for k, v in self.loss_parts.items()})
-        if self.eval_prompts is not None:
-            summary = self.metrics.summary()
+        stats.update({f"loss_{k}": v for k, v in parts.items()})
+        if metrics is not None:
+            summary = metrics.summary()
             stats.update({k: float(v) for k, v in summary.items() if k not in ("n", "n_nonfinite")})
             stats["n_clips"] = int(summary["n"])
         if stage == sb.Stage.VALID:

@@ -164,7 +164,7 @@ class MaskDecoder(nn.Module):
     def for_representation(self, hidden, text, x, domain):
         """Masks on the grid of the representation ``x`` of ``domain`` (what the Brain and the interpreter call):
         :meth:`forward` with ``out_size`` from ``x`` and, with an input skip, ``skip = domain.to_db(x)``."""
-        return self(hidden, text, x.shape[1:], skip=domain.to_db(x) if self.input_skip else None)
+        return masks_on_grid(self, hidden, text, x, domain)
 
     def forward(self, hidden, text, out_size, skip=None):
         """Mask (batch, time, freq) in [0, 1] for hidden maps and text embeddings of the same batch size.
@@ -198,3 +198,11 @@ class MaskDecoder(nn.Module):
             x = self.fuse(torch.cat([x, self.skip_in(s)], dim=1))
         logits = self.out(x)
         return torch.sigmoid(logits[:, 0])
+
+
+def masks_on_grid(decoder, hidden, text, x, domain):
+    """:meth:`MaskDecoder.for_representation` through ``decoder``, a :class:`MaskDecoder` or a wrapper of one
+    (``DistributedDataParallel``, whose forward must be the one called for the gradients to be synchronized)."""
+    inner = getattr(decoder, "module", decoder)
+    return decoder(hidden, text, x.shape[1:], skip=domain.to_db(x) if inner.input_skip else None)
+

@@ -120,6 +120,32 @@ class MetricAccumulator:
                 row.update({name: float(columns[name][i]) for name in self.names})
                 self.row_writer.writerow(row)
 
+    def merge(self, other):
+        """Add the clips of ``other`` (e.g. another process's share of the same set); returns ``self``.
+
+        The means of the merged accumulator are those of one accumulator fed every clip (sums and counts add up).
+
+        >>> a, b = MetricAccumulator(), MetricAccumulator()
+        >>> a.update({"AI": torch.tensor([100.0])})
+        >>> b.update({"AI": torch.tensor([0.0, float("nan")])})
+        >>> summary = a.merge(b).summary()
+        >>> summary["AI"], summary["n"], summary["n_nonfinite"]
+        (50.0, 3, 1)
+        """
+        if other.names is None:
+            return self
+        if self.names is None:
+            self._init_names(other.names)
+        if set(other.names) != set(self.names):
+            raise KeyError(f"Cannot merge metrics {list(other.names)} into an accumulator of {list(self.names)}.")
+        for name in self.names:
+            self._sums[name] += other._sums[name]
+            self._finite_counts[name] += other._finite_counts[name]
+            self.nonfinite_counts[name] += other.nonfinite_counts[name]
+        self.n += other.n
+        self.n_nonfinite += other.n_nonfinite
+        return self
+
     def summary(self):
         """Means over the finite values of each metric, plus ``"n"`` (clips) and ``"n_nonfinite"``.
 

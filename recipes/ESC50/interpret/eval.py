@@ -16,6 +16,9 @@ Smoke run (a tiny random CLAP trained by train.py's smoke run; any folder of spe
         --speech_folder=/data/speech --max_clips=2 --ig_n_steps=4 --smoothgrad_n_samples=3
 Sanity checks (mask mean vs similarity, cascading randomisation): add --sanity_similarity=True
 --sanity_randomisation=True.
+Several processes (see the README's Scaling out): torchrun --nproc_per_node=N eval.py ... (each rank evaluates a
+shard of the clips, rank 0 merges), or independent jobs with --shard=i/n (1-based, e.g. a SLURM array) followed
+by the same command without --shard, which merges the shards of --output_folder.
 
 Authors: the speechbrain-lmaczs developers
 """

@@ -5,7 +5,8 @@ The decoder is trained on audio-caption pairs with the zero-shot loss (similarit
 regularisation, prompt diversity) and validated zero-shot on a labelled set (accuracy + faithfulness metrics).
 After training, listenable explanations of a few validation clips are written to ``<output_folder>/explanations``.
 
-Run (real CLAP, Clotho, ESC-50; add --device=cuda --precision=bf16 on a GPU, or torchrun for several GPUs):
+Run (real CLAP, Clotho, ESC-50; add --device=cuda --precision=bf16 on a GPU;
+several GPUs: torchrun --nproc_per_node=N train.py ..., see the README's Scaling out):
     python train.py hparams/lmaczs_mel.yaml --data_folder=/data/ESC50 --clotho_folder=/data/clotho
 Smoke run (tiny random CLAP, ESC-50 labels as captions):
     python train.py hparams/lmaczs_mel.yaml --data_folder=/data/ESC50 --train_data=labels \
@@ -66,7 +67,7 @@ def main(argv):
     run_on_main(
         write_explanations,
         kwargs={
-            "interpreter": LMACZSInterpreter(classifier, brain.modules.decoder, brain.modules.domain),
+            "interpreter": LMACZSInterpreter(classifier, brain.decoder, brain.modules.domain),
             "domain": brain.modules.domain,
             "dataset": datasets["valid"],
             "folder": hparams["explanations_folder"],
