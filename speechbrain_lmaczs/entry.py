@@ -121,9 +121,9 @@ def start_run(argv, check=None):
 
     In this order: SpeechBrain's argument parsing; :func:`resolve_run_options`; a local ``--clap_source`` made
     absolute (so the run's yaml names it from any working directory; a hub id stays one); ``check(settings)`` on
-    the plain settings; the output folder tried for writing (and left as it was); under torchrun the process group is started;
-    then the yaml is loaded (objects built), by the main process first. The script itself calls ``sb.create_experiment_directory`` (SpeechBrain copies the calling script into
-    the run).
+    the plain settings; the output folder tried for writing (and left as it was); under torchrun, the process
+    group started; then the yaml loaded (objects built), by the main process first. The script itself calls
+    ``sb.create_experiment_directory`` (SpeechBrain copies the calling script into the run).
 
     Parameters
     ----------

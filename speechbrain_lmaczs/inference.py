@@ -1,8 +1,8 @@
 """A trained LMAC-ZS as a SpeechBrain pretrained interface: ``from_hparams`` on a local folder or a hub id.
 
-:class:`LMACZSExplainer` is the project's one explainer (``speechbrain_lmaczs.explain.Explainer`` is this class): it
-inherits every explaining method of :class:`~speechbrain_lmaczs.explaining.ExplainerCore`, ``explain_file`` included) that also follows SpeechBrain's
-:class:`~speechbrain.inference.interfaces.Pretrained` contract, so a folder written by ``lmaczs export`` (see
+:class:`LMACZSExplainer` is the project's one explainer (``speechbrain_lmaczs.explain.Explainer`` is this
+class): it has every explaining method of :class:`~speechbrain_lmaczs.explaining.ExplainerCore` (``explain_file``
+included) and follows SpeechBrain's :class:`~speechbrain.inference.interfaces.Pretrained` contract, so a folder written by ``lmaczs export`` (see
 :mod:`speechbrain_lmaczs.export`) loads like any SpeechBrain model::
 
     explainer = LMACZSExplainer.from_hparams(source="owner/lmaczs-esc50", savedir="pretrained/lmaczs")
@@ -260,7 +260,9 @@ class LMACZSExplainer(ExplainerCore, Pretrained):
         )
 
     @classmethod
-    def from_model(cls, model, method=LMACZS, labels=None, template=DEFAULT_TEMPLATE, device="cpu", method_options=None):
+    def from_model(
+        cls, model, method=LMACZS, labels=None, template=DEFAULT_TEMPLATE, device="cpu", method_options=None
+    ):
         """Wrap an already loaded :class:`~speechbrain_lmaczs.lmaczs.pretrained.TrainedLMACZS`.
 
         Parameters
