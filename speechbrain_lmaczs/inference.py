@@ -2,8 +2,8 @@
 
 :class:`LMACZSExplainer` is the project's one explainer (``speechbrain_lmaczs.explain.Explainer`` is this
 class): it has every explaining method of :class:`~speechbrain_lmaczs.explaining.ExplainerCore` (``explain_file``
-included) and follows SpeechBrain's :class:`~speechbrain.inference.interfaces.Pretrained` contract, so a folder written by ``lmaczs export`` (see
-:mod:`speechbrain_lmaczs.export`) loads like any SpeechBrain model::
+included) and follows SpeechBrain's :class:`~speechbrain.inference.interfaces.Pretrained` contract, so a folder
+written by ``lmaczs export`` (see :mod:`speechbrain_lmaczs.export`) loads like any SpeechBrain model::
 
     explainer = LMACZSExplainer.from_hparams(source="owner/lmaczs-esc50", savedir="pretrained/lmaczs")
     result = explainer.explain_file("clip.wav", prompts=["dog barking", "rain"])
