@@ -63,7 +63,8 @@ CHEAP = ("gradcam", "gradcam++", "lmaczs", "lmaczs_decoder")
 
 #: the interpreter settings of recipes/ESC50/interpret/hparams/eval.yaml (tests/test_benchmarks.py checks them)
 EVAL_YAML = {"smoothgrad_samples": 50, "noise_level": 0.15, "ig_steps": 50, "gradient_batch_size": 50,
-             "scorecam_batch_size": 64, "gscorecam_top_fraction": 0.1, "upsample_mode": "nearest"}
+             "scorecam_batch_size": 64, "gscorecam_top_fraction": 0.1, "upsample_mode": "nearest",
+             "ig_baseline": "absent"}  # IG's default baseline: what a zero mask leaves
 
 
 class Bench:

@@ -60,7 +60,9 @@ def test_explain_speed_uses_the_eval_recipe_settings(tmp_path):
     assert options["smoothgrad"]["n_samples"] == expected["smoothgrad_samples"]
     assert options["smoothgrad"]["noise_level"] == expected["noise_level"]
     assert options["smoothgrad"]["batch_size"] == expected["gradient_batch_size"]
-    assert options["ig"] == {"n_steps": expected["ig_steps"], "batch_size": expected["gradient_batch_size"]}
+    assert options["ig"] == {
+        "n_steps": expected["ig_steps"], "batch_size": expected["gradient_batch_size"], "baseline": expected["ig_baseline"]
+    }
     assert options["scorecam"] == {"upsample_mode": expected["upsample_mode"],
                                    "batch_size": expected["scorecam_batch_size"]}
     assert options["gscorecam"]["top_fraction"] == expected["gscorecam_top_fraction"]
