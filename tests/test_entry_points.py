@@ -121,7 +121,7 @@ def test_run_yaml_is_read_where_the_folder_is_now_and_overrides_reach_the_clap_n
     _write_run_yaml(run_folder, "tiny-random", "/old/place/run/clap")
     import yaml
 
-    from speechbrain_lmaczs.explain import _PlainLoader
+    from speechbrain_lmaczs.explaining import _PlainLoader
 
     plain = yaml.load(run_yaml_text(run_folder), Loader=_PlainLoader)
     assert plain["output_folder"] == str(run_folder) and plain["save_folder"] == str(run_folder / "save")
