@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from speechbrain_lmaczs.evaluation.store import PER_CLIP_KEYS, RESULTS_CSV, VALUE_NAMES, read_results, write_results
+from speechbrain_lmaczs.evaluation.store import (
+    MASK_KINDS,
+    PER_CLIP_KEYS,
+    RESULTS_CSV,
+    SELECTIVITY,
+    VALUE_NAMES,
+    read_results,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples"
@@ -68,20 +76,21 @@ def test_two_shards_then_merge_equal_one_process_without_recomputing(trained_mel
     assert "lmaczs | white_noise" in rerun.stderr and "gradcam | " not in rerun.stderr
 
     merge = run_eval(trained_mel_run, out)
-    assert f"Merged 2 shards ({6 * N_CLIPS} per-clip rows)" in (out / "log.txt").read_text()
+    # 6 (method, condition) pairs, each with the method's masks and its constant reference masks
+    assert f"Merged 2 shards ({6 * len(MASK_KINDS) * N_CLIPS} per-clip rows)" in (out / "log.txt").read_text()
     assert " | clean" not in merge.stderr and " | white_noise" not in merge.stderr  # nothing evaluated again
 
     expected, merged = read_csv(one_process / RESULTS_CSV), read_csv(out / RESULTS_CSV)
     assert list(merged[0]) == list(expected[0])
-    assert [(r["method"], r["condition"], r["n_clips"]) for r in merged] == [
-        (r["method"], r["condition"], r["n_clips"]) for r in expected
+    assert [(r["method"], r["condition"], r["mask"], r["n_clips"], r["domain"]) for r in merged] == [
+        (r["method"], r["condition"], r["mask"], r["n_clips"], r["domain"]) for r in expected
     ]
     assert {int(r["n_clips"]) for r in merged} == {N_CLIPS}
-    assert_same_numbers(expected, merged, VALUE_NAMES)
+    assert_same_numbers(expected, merged, VALUE_NAMES + (SELECTIVITY,))
     # per_clip.csv: the same rows in the same order (one process's batches, conditions, methods).
     expected_clips, merged_clips = read_csv(one_process / "per_clip.csv"), read_csv(out / "per_clip.csv")
     assert [[r[k] for k in PER_CLIP_KEYS] for r in merged_clips] == [[r[k] for k in PER_CLIP_KEYS] for r in expected_clips]
-    assert_same_numbers(expected_clips, merged_clips, VALUE_NAMES)
+    assert_same_numbers(expected_clips, merged_clips, VALUE_NAMES + (SELECTIVITY,))
     table = (out / "results.md").read_text()
     assert "| GradCAM |" in table and "| LMAC-ZS |" in table
 
