@@ -109,11 +109,11 @@ def read_settings(hparams_file, overrides):
     """
     from hyperpyyaml import resolve_references
 
-    from speechbrain_lmaczs.explaining import _PlainLoader
+    from speechbrain_lmaczs.explaining import read_plain_yaml
 
     with open(hparams_file, encoding="utf-8") as fin:
         resolved = resolve_references(fin, overrides)
-    return yaml.load(resolved, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader subclass: no objects)
+    return read_plain_yaml(resolved)
 
 
 def start_run(argv, check=None):

@@ -32,7 +32,7 @@ from speechbrain_lmaczs.data import DATASETS, class_names, datasets_of_kind
 from speechbrain_lmaczs.data.pipeline import fix_length, peak_normalize
 from speechbrain_lmaczs.interpreters import INTERPRETERS, build_interpreter
 from speechbrain_lmaczs.recipe import EVAL_LABELS_MANIFEST
-from speechbrain_lmaczs.recording import (  # noqa: F401 (part of this module's interface)
+from speechbrain_lmaczs.recording import (
     ExplainError,
     Explanation,
     RecordingExplanation,
@@ -77,6 +77,15 @@ class _PlainLoader(yaml.SafeLoader):
 _PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def read_plain_yaml(stream):
+    """A HyperPyYAML text (str or open file) as plain data: tags such as ``!new:`` or ``!ref`` read as None.
+
+    >>> read_plain_yaml("lr: 0.1\\nmodel: !new:torch.nn.Linear [2, 2]\\n")
+    {'lr': 0.1, 'model': None}
+    """
+    return yaml.load(stream, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader subclass: no objects)
+
+
 def read_run_settings(folder):
     """The plain settings of a training run (its ``hyperparams.yaml``), without building any object.
 
@@ -92,7 +101,7 @@ def read_run_settings(folder):
     dict
     """
     with open(os.path.join(folder, "hyperparams.yaml"), encoding="utf-8") as fin:
-        return yaml.load(fin, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader subclass: no objects)
+        return read_plain_yaml(fin)
 
 
 def run_labels(folder):

@@ -119,11 +119,9 @@ def _write_run_yaml(folder, source, savedir):
 def test_run_yaml_is_read_where_the_folder_is_now_and_overrides_reach_the_clap_node(tmp_path):
     run_folder = tmp_path / "run"
     _write_run_yaml(run_folder, "tiny-random", "/old/place/run/clap")
-    import yaml
+    from speechbrain_lmaczs.explaining import read_plain_yaml
 
-    from speechbrain_lmaczs.explaining import _PlainLoader
-
-    plain = yaml.load(run_yaml_text(run_folder), Loader=_PlainLoader)
+    plain = read_plain_yaml(run_yaml_text(run_folder))
     assert plain["output_folder"] == str(run_folder) and plain["save_folder"] == str(run_folder / "save")
     assert plain["other"] == "/old/place/runner"  # only the run's own prefix moves
     text = run_yaml_text(run_folder, {"clap_source": "laion/clap-htsat-unfused"})
