@@ -313,6 +313,59 @@ def test_power_mel_masking_with_db_offset_and_gradient():
         MelMasking(fe, mask_on="db")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# background fill: a removed bin goes to its band's median over time
+
+
+def _clip_with_a_tone(seconds=2.0, sr=16000):
+    torch.manual_seed(0)
+    t = torch.arange(int(seconds * sr)) / sr
+    wav = 0.01 * torch.randn(1, t.numel())
+    wav[:, int(0.5 * sr) : int(0.9 * sr)] += 0.5 * torch.sin(2 * math.pi * 1000.0 * t[int(0.5 * sr) : int(0.9 * sr)])
+    return wav
+
+
+@pytest.mark.parametrize("mask_on", ["log_mel", "power"])
+def test_background_fill_by_hand(mask_on):
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)
+    dom = MelMasking(fe, mask_on=mask_on, fill="background")
+    x = dom.representation(_clip_with_a_tone())
+    median = x.median(dim=1, keepdim=True).values  # (1, 1, mels): each band's median over the 101 frames
+    assert torch.allclose(dom.apply_mask(x, torch.ones_like(x)), x, atol=1e-4)  # a full mask is the clip
+    assert torch.allclose(dom.absent(x), median.expand_as(x), atol=1e-4)  # an empty one its background
+    assert torch.equal(dom.absent(x), dom.apply_mask(x, torch.zeros_like(x)))
+    # half a mask: halfway in dB (log_mel) or in power (power) between the bin and its band's median
+    half = dom.apply_mask(x, torch.full_like(x, 0.5))
+    if mask_on == "log_mel":
+        expected = 0.5 * x + 0.5 * median
+    else:
+        expected = 10.0 * torch.log10(0.5 * 10.0 ** (x / 10.0) + 0.5 * 10.0 ** (median / 10.0))
+    assert torch.allclose(half, expected, atol=1e-3)
+    # removing a background bin changes (almost) nothing; removing the tone's bins removes the tone
+    tone = x > median + 20.0
+    assert tone.any() and (~tone).any()
+    assert float((dom.absent(x) - x)[tone].abs().min()) > 20.0
+    # the gradient reaches the mask and never the background level (a function of the clip, not of the mask)
+    mask = torch.full_like(x, 0.5, requires_grad=True)
+    dom.apply_mask(x, mask).sum().backward()
+    assert torch.isfinite(mask.grad).all() and float(mask.grad[tone].abs().min()) > 0
+    assert dom.describe() == f"MelMasking(mask_on={mask_on}, fill=background)"
+
+
+def test_background_fill_of_the_stft_domain_and_bad_fill():
+    fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)
+    dom = STFTMasking(fe, fill="background")
+    wav = _clip_with_a_tone()
+    x = dom.representation(wav)
+    assert torch.allclose(dom.absent(x), x.median(dim=1, keepdim=True).values.expand_as(x))
+    assert torch.allclose(dom.apply_mask(x, torch.ones_like(x)), x)
+    assert dom.describe() == "STFTMasking(fill=background)" and STFTMasking(fe).describe() == "STFTMasking"
+    # listening is the same for both fills: the mask scales the STFT with the original phase
+    assert torch.allclose(dom.listen(wav, torch.ones_like(x)), STFTMasking(fe).listen(wav, torch.ones_like(x)))
+    with pytest.raises(ValueError, match="fill must be one of"):
+        MelMasking(fe, fill="noise")
+
+
 def test_power_mel_masking_listen_scales_the_power_by_the_mask():
     fe = LogMelFrontend(16000, 1024, 320, 64, 50.0, 8000.0, clip_seconds=2.0)
     dom = MelMasking(fe, mask_on="power")
@@ -354,6 +407,14 @@ def test_mixture_consistency_hand_computed():
     assert float(mixture_consistency(text, clean, clean, "embedding")) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="target must be one of"):
         mixture_consistency(text, clean, masked, "logits")
+    # both_prompts adds the other source's prompt u: row 0 with u = (0, 1): |0.8 - 0.0| = 0.8, row 1 with
+    # u = (1, 0): |0.8 - 0.0| = 0.8; on top of the similarity's 0.8
+    swapped = text.flip(0)
+    assert math.isclose(float(mixture_consistency(text, clean, masked, "both_prompts", swapped)), 2.4, abs_tol=1e-6)
+    # a masked mixture that is the clean source costs nothing under every target
+    assert float(mixture_consistency(text, clean, clean, "both_prompts", swapped)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="needs other_text"):
+        mixture_consistency(text, clean, masked, "both_prompts")
 
 
 def test_mixture_consistency_gradient_reaches_the_masked_mixture_only():

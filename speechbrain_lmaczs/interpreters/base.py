@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.interpreters.targets import check_inputs, resolve_targets
-from speechbrain_lmaczs.lmaczs.domains import MaskingDomain
+from speechbrain_lmaczs.lmaczs.domains import multiply_mask
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Interpreter(ABC):
     def apply_mask(self, x, mask):
         """``x`` masked as the domain masks (the paper's ``mask * x`` without a domain)."""
         if self.domain is None:
-            return MaskingDomain.apply_mask(x, mask)
+            return multiply_mask(x, mask)
         return self.domain.apply_mask(x, mask)
 
     def absent(self, x):

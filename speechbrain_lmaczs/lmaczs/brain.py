@@ -139,10 +139,12 @@ class LMACZSBrain(sb.Brain):
         terms = {}
         if self.hparams.lambda_mix > 0:
             terms["mix"] = mixture_consistency(
-                text[source], audio[source], predictions["mix_masked_audio"].float(), target
+                text[source], audio[source], predictions["mix_masked_audio"].float(), target, text[other]
             )
         if self.hparams.lambda_out > 0:
-            terms["out"] = mixture_consistency(text[source], audio[other], predictions["mix_out_audio"].float(), target)
+            terms["out"] = mixture_consistency(
+                text[source], audio[other], predictions["mix_out_audio"].float(), target, text[other]
+            )
         if self.hparams.lambda_overlap > 0:
             masks = predictions["mix_masks"].float()
             half = len(masks) // 2

@@ -16,6 +16,13 @@ listenable waveform that keeps the ORIGINAL phase (``listen``).
   they would for 16 kHz audio resampled to the encoder's rate), a window of the same duration as the encoder's, a
   hop of the same duration (so a clip gives the same number of frames) and a gain that equalises the energy scale of
   the two STFTs (ratio of n_fft * sum(window^2)). This choice is stateless and differentiable, and needs no phase.
+
+What a removed bin becomes is the domain's ``fill``: ``"zero"`` (the paper: the mask multiplies the bin, so a zero
+mask leaves 0 of it) or ``"background"``: the bin is moved towards its band's median over the clip's frames, the
+clip's own background level there (masked = ``M * X + (1 - M) * median_t(X)``, in the quantity the mask acts on).
+With ``"zero"`` a removal carves a hole (silence, or 0 dB) into the background that the encoder can see as a
+structure of its own; with ``"background"`` removing background costs nothing and removing an event leaves the
+background it sat on. Listening is the same for both: the mask scales the STFT with the original phase.
 """
 
 import math
@@ -26,12 +33,38 @@ import torchaudio
 from torch import nn
 
 
-class MaskingDomain(nn.Module):
-    """Base class; see the module docstring."""
+def check_grid(x, mask):
+    """Raise a ValueError unless ``mask`` lies on the (time, freq) grid of ``x``."""
+    if mask.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
 
-    def __init__(self, frontend):
+
+def multiply_mask(x, mask):
+    """``mask * x`` after checking that the mask lies on the grid of ``x`` (the paper's masking)."""
+    check_grid(x, mask)
+    return mask * x
+
+
+class MaskingDomain(nn.Module):
+    """Base class; see the module docstring.
+
+    Parameters
+    ----------
+    frontend : LogMelFrontend
+        The encoder's front-end.
+    fill : str
+        What a removed bin becomes: ``"zero"`` (the paper) or ``"background"`` (its band's median over time).
+    """
+
+    #: what a bin the mask removes becomes, see the module docstring
+    FILL = ("zero", "background")
+
+    def __init__(self, frontend, fill="zero"):
         super().__init__()
+        if fill not in self.FILL:
+            raise ValueError(f"{type(self).__name__}: fill must be one of {self.FILL}, got {fill!r}.")
         self.frontend = frontend
+        self.fill = fill
 
     @property
     def output_sample_rate(self):
@@ -75,18 +108,26 @@ class MaskingDomain(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def apply_mask(x, mask):
-        """Masked representation ``mask * x`` (the paper's convention)."""
-        if mask.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
-        return mask * x
+    def background(x):
+        """Each band's median over the frames of ``x``, (batch, 1, freq), without gradient: the clip's own
+        background level in that band (events cover a minority of the frames)."""
+        return x.detach().median(dim=-2, keepdim=True).values
+
+    def apply_mask(self, x, mask):
+        """Masked representation: ``mask * x`` (fill ``"zero"``, the paper) or
+        ``mask * x + (1 - mask) * background(x)`` (fill ``"background"``)."""
+        out = multiply_mask(x, mask)
+        if self.fill == "background":
+            out = out + (1.0 - mask) * self.background(x)
+        return out
 
     def absent(self, x):
         """What this domain's masking leaves of ``x`` where the mask is 0: ``apply_mask(x, 0)``.
 
         The one notion of "absent" of every interpreter and metric (IG's default baseline, the floor of SmoothGrad's
-        noise scale): silence under power Mel masking and STFT masking; 0 dB under the paper's log-mel masking
-        (silence only when the front-end measures dB above its power floor).
+        noise scale): with fill ``"zero"``, silence under power Mel masking and STFT masking and 0 dB under the
+        paper's log-mel masking (silence only when the front-end measures dB above its power floor); with fill
+        ``"background"``, each band's background level.
         """
         return self.apply_mask(x, torch.zeros_like(x))
 
@@ -95,8 +136,12 @@ class MaskingDomain(nn.Module):
         raise NotImplementedError
 
     def describe(self):
-        """The domain as results tables print it, e.g. ``MelMasking(mask_on=power)``."""
-        return type(self).__name__
+        """The domain as results tables print it, e.g. ``MelMasking(mask_on=power)`` or
+        ``STFTMasking(fill=background)`` (the fill is named when it is not the paper's)."""
+        return type(self).__name__ + (f"(fill={self.fill})" if self.fill != "zero" else "")
+
+    def _fill_suffix(self):
+        return "" if self.fill == "zero" else f", fill={self.fill}"
 
     def listen(self, wav, mask):
         """Listenable explanation: ISTFT(mask * |STFT(wav)| * exp(j * phase(STFT(wav)))).
@@ -134,6 +179,9 @@ class MelMasking(MaskingDomain):
         the front-end measures dB above its power floor. ``"power"``: masked = ``max(X + 10 log10(M), silence)`` =
         ``to_db(M * mel power)``; a zero mask is silence with any dB reference (e.g. the released MS-CLAP's
         ``10 log10(power)``), and a mask of 0.5 lowers a bin by 3.01 dB.
+    fill : str
+        ``"zero"`` (the paper) or ``"background"``: a removed bin goes to its band's median over time, in dB
+        (``log_mel``) or in power (``power``: masked = ``to_db(M * P + (1 - M) * median_t(P))``).
 
     Example
     -------
@@ -158,13 +206,21 @@ class MelMasking(MaskingDomain):
     (True, -100.0, 'MelMasking(mask_on=power)')
     >>> float(dom.absent(x).abs().max()), dom.describe()
     (0.0, 'MelMasking(mask_on=log_mel)')
+
+    With ``fill="background"`` a zero mask leaves each band at its median level, and a full mask the clip itself.
+
+    >>> filled = MelMasking(fe, mask_on="power", fill="background")
+    >>> bool(torch.allclose(filled.absent(x), x.median(dim=1, keepdim=True).values.expand_as(x), atol=1e-4))
+    True
+    >>> bool(torch.allclose(filled.apply_mask(x, torch.ones_like(x)), x, atol=1e-4)), filled.describe()
+    (True, 'MelMasking(mask_on=power, fill=background)')
     """
 
     #: where the mask acts: ``"log_mel"`` (the paper) or ``"power"``
     MASK_ON = ("log_mel", "power")
 
-    def __init__(self, frontend, mask_on="log_mel"):
-        super().__init__(frontend)
+    def __init__(self, frontend, mask_on="log_mel", fill="zero"):
+        super().__init__(frontend, fill)
         if mask_on not in self.MASK_ON:
             raise ValueError(f"MelMasking: mask_on must be one of {self.MASK_ON}, got {mask_on!r}.")
         self.mask_on = mask_on
@@ -211,20 +267,25 @@ class MelMasking(MaskingDomain):
         return x
 
     def apply_mask(self, x, mask):
-        """Masked log-mel: ``mask * x`` (``mask_on="log_mel"``) or ``to_db(mask * mel power)`` (``"power"``)."""
+        """Masked log-mel: ``mask * x`` (``mask_on="log_mel"``) or ``to_db(mask * mel power)`` (``"power"``), each
+        with the domain's fill."""
         if self.mask_on == "log_mel":
             return super().apply_mask(x, mask)
-        if mask.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"Mask grid {tuple(mask.shape[-2:])} does not match the input's {tuple(x.shape[-2:])}.")
-        # A mask below 1e-30 (-300 dB) silences any bin; the clamp keeps the log and its gradient finite.
-        db = x + 10.0 * torch.log10(mask.clamp_min(1e-30))
+        if self.fill == "background":
+            power = multiply_mask(torch.pow(10.0, x / 10.0), mask)
+            power = power + (1.0 - mask) * torch.pow(10.0, self.background(x) / 10.0)
+            db = 10.0 * torch.log10(power.clamp_min(1e-30))
+        else:
+            # A mask below 1e-30 (-300 dB) silences any bin; the clamp keeps the log and its gradient finite.
+            check_grid(x, mask)
+            db = x + 10.0 * torch.log10(mask.clamp_min(1e-30))
         return torch.clamp(db, min=self.frontend.silence_db)
 
     def silence(self, x):
         return torch.full_like(x, self.frontend.silence_db)
 
     def describe(self):
-        return f"{type(self).__name__}(mask_on={self.mask_on})"
+        return f"{type(self).__name__}(mask_on={self.mask_on}{self._fill_suffix()})"
 
     def linear_mask(self, mask):
         lin = mask @ self.mel_to_linear
@@ -249,6 +310,8 @@ class STFTMasking(MaskingDomain):
         Rate of the masked STFT (16000 in the paper).
     n_fft : int
         FFT size at that rate (the window itself lasts as long as the encoder's).
+    fill : str
+        ``"zero"`` (the paper) or ``"background"`` (a removed bin goes to its frequency's median magnitude).
 
     Example
     -------
@@ -260,8 +323,8 @@ class STFTMasking(MaskingDomain):
     (torch.Size([1, 690, 257]), torch.Size([1, 690, 64]))
     """
 
-    def __init__(self, frontend, sample_rate=16000, n_fft=512):
-        super().__init__(frontend)
+    def __init__(self, frontend, sample_rate=16000, n_fft=512, fill="zero"):
+        super().__init__(frontend, fill)
         self.sample_rate = int(sample_rate)
         self.n_fft = int(n_fft)
         ratio = self.sample_rate / frontend.sample_rate

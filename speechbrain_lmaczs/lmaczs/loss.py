@@ -109,7 +109,7 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
 
 
 #: what the masked mixture is matched to by :func:`mixture_consistency`
-MIX_TARGETS = ("similarity", "embedding")
+MIX_TARGETS = ("similarity", "embedding", "both_prompts")
 
 
 def mix_pairs(batch_size, device=None):
@@ -125,7 +125,7 @@ def mix_pairs(batch_size, device=None):
     return torch.stack([first, first + 1], dim=1)
 
 
-def mixture_consistency(text, target_audio, masked_audio, target="similarity"):
+def mixture_consistency(text, target_audio, masked_audio, target="similarity", other_text=None):
     """Sum over N rows of how far a masked mixture is from a target clip, as seen from a prompt.
 
     With t the prompt's text embedding, a the (normalised) embedding of the target clip and a' that of the masked
@@ -133,6 +133,7 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity"):
 
         similarity:  | t . a - t . a' |      (the paper's L_sim, with the clean source as the target)
         embedding:   1 - a . a'               (the whole embedding, not only its projection on t)
+        both_prompts: | t . a - t . a' | + | u . a - u . a' |   (u: the other source's prompt, ``other_text``)
 
     Mix-consistency uses it with the mixture masked by source s's prompt and s's clean clip as the target: a mask
     that keeps the other source too no longer costs nothing. With the mixture masked by the complement of s's mask
@@ -164,8 +165,13 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity"):
     if target not in MIX_TARGETS:
         raise ValueError(f"mixture_consistency: target must be one of {MIX_TARGETS}, got {target!r}.")
     target_audio = target_audio.detach()
-    if target == "similarity":
-        return ((text * target_audio).sum(-1) - (text * masked_audio).sum(-1)).abs().sum()
+    if target in ("similarity", "both_prompts"):
+        out = ((text * target_audio).sum(-1) - (text * masked_audio).sum(-1)).abs().sum()
+        if target == "both_prompts":
+            if other_text is None:
+                raise ValueError("mixture_consistency: target 'both_prompts' needs other_text.")
+            out = out + ((other_text * target_audio).sum(-1) - (other_text * masked_audio).sum(-1)).abs().sum()
+        return out
     return (1.0 - (target_audio * masked_audio).sum(-1)).sum()
 
 
