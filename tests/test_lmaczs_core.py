@@ -44,6 +44,10 @@ def test_zero_shot_loss_hand_computed():
     # D_0 = |t0.t1 - a'_00.a'_10| = |0 - [1,0].[.6,.8]| = .6 ; D_1 = |0 - a'_11.a'_01| = |0 - [1,0].[0,1]| = 0
     assert float(out["div"]) == pytest.approx(0.6)
     assert float(out["loss"]) == pytest.approx(1.8 + 0.1 * 1.75 + 2.0 * 0.6)
+    # one-sided L_sim charges only the pairs that lost similarity: C - t.a' = [[-.4, .8], [0, .6]] -> .8 + .6
+    one_sided = zero_shot_loss(text, audio, masked, masks, lambda_reg=0.1, lambda_div=2.0, at_least=True)
+    assert float(one_sided["sim"]) == pytest.approx(1.4)
+    assert float(one_sided["reg"]) == pytest.approx(1.75) and float(one_sided["div"]) == pytest.approx(0.6)
 
 
 def test_zero_shot_loss_gradients_reach_masked_embeddings_not_targets():
@@ -415,6 +419,12 @@ def test_mixture_consistency_hand_computed():
     assert float(mixture_consistency(text, clean, clean, "both_prompts", swapped)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="needs other_text"):
         mixture_consistency(text, clean, masked, "both_prompts")
+    # one-sided: row 0 matches its prompt better than the clean source (1.0 > 0.6) and its other prompt less
+    # (0.0 < 0.8): nothing is charged; the same for row 1
+    assert float(mixture_consistency(text, clean, masked, "both_prompts", swapped, at_least=True)) == 0.0
+    worse = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # each row now matches the OTHER prompt: .6 + .2 per row
+    assert math.isclose(float(mixture_consistency(text, clean, worse, "both_prompts", swapped, at_least=True)),
+                        2 * (0.6 + 0.2), abs_tol=1e-6)
 
 
 def test_mixture_consistency_gradient_reaches_the_masked_mixture_only():

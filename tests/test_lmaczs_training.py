@@ -111,6 +111,23 @@ def test_paper_loss_is_unchanged_by_the_new_options_at_zero(tiny_msclap, samples
     assert torch.equal(losses[0], losses[1])
 
 
+def test_sim_match_option_is_checked_and_one_sided(tiny_msclap, samples_dir, tmp_path):
+    names = ["1-100032-A-0.wav", "2-100648-A-43.wav", "1-100038-A-14.wav"]
+    names = [n for n in names if (samples_dir / "ESC50" / "audio" / n).is_file()][:2]
+    batch = _batch(tiny_msclap, samples_dir, names, make_prompts(["dog", "car_horn"]))
+    with pytest.raises(ValueError, match="sim_match must be one of"):
+        _brain(tiny_msclap, tmp_path, MelMasking(tiny_msclap.frontend), sim_match="below")
+    brain = _brain(tiny_msclap, tmp_path, MelMasking(tiny_msclap.frontend, fill="background"), sim_match="at_least")
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        total = brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+        expected = zero_shot_loss(out["text"], out["audio"], out["masked_audio"], out["masks"], 0.05, 0.1,
+                                  pairs=out["pairs"], at_least=True)["loss"]
+        assert torch.allclose(total, expected)
+    losses = [float(brain.fit_batch(batch)) for _ in range(10)]
+    assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < losses[0], losses
+
+
 @pytest.mark.parametrize("target", ["similarity", "embedding"])
 def test_mixture_terms_are_added_and_train(tiny_msclap, samples_dir, tmp_path, target):
     names = ["1-100032-A-0.wav", "2-100648-A-43.wav", "1-100038-A-14.wav"]

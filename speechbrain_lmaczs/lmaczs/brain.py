@@ -16,7 +16,11 @@ from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 logger = logging.getLogger(__name__)
 
 #: the loss options beyond the paper (yaml keys) and their defaults, with which the loss is the paper's
-LOSS_OPTIONS = {"lambda_mix": 0.0, "mix_target": "similarity", "lambda_out": 0.0, "lambda_overlap": 0.0}
+LOSS_OPTIONS = {
+    "sim_match": "exact", "lambda_mix": 0.0, "mix_target": "similarity", "lambda_out": 0.0, "lambda_overlap": 0.0,
+}
+#: values of ``sim_match``: ``exact`` (the paper's | C - C' |) or ``at_least`` (only a loss of similarity is charged)
+SIM_MATCH = ("exact", "at_least")
 
 
 class LMACZSBrain(sb.Brain):
@@ -26,6 +30,9 @@ class LMACZSBrain(sb.Brain):
     ``domain`` (a :class:`MaskingDomain` built on the CLAP's front-end). ``hparams`` must contain ``lambda_reg``,
     ``lambda_div``, ``pairs_per_clip`` (None: the paper's full B x B grid of text/audio pairs; k: each clip with its
     own caption and k - 1 others, see :func:`grid_pairs`), ``use_logit_scale`` and ``train_logger``.
+
+    ``sim_match`` ``"at_least"`` (not the paper; ``"exact"`` is) makes every similarity term one-sided: a masked
+    clip is charged only for matching its prompt less than its target (:func:`zero_shot_loss`).
 
     Loss terms beyond the paper (each off, and the loss exactly the paper's, when its weight is 0 or absent):
     mixtures of two clips of the batch are formed on the fly (:func:`mix_pairs`; waveforms summed) and explained
@@ -53,6 +60,8 @@ class LMACZSBrain(sb.Brain):
     ):
         # The loss options beyond the paper are optional in the hparams; their defaults give the paper's loss.
         hparams = {**LOSS_OPTIONS, **(hparams or {})}
+        if hparams["sim_match"] not in SIM_MATCH:
+            raise ValueError(f"sim_match must be one of {SIM_MATCH}, got {hparams['sim_match']!r}.")
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.eval_prompts = list(eval_prompts) if eval_prompts else None
         self.classifier = None
@@ -139,7 +148,8 @@ class LMACZSBrain(sb.Brain):
         terms = {}
         if self.hparams.lambda_mix > 0:
             terms["mix"] = mixture_consistency(
-                text[source], audio[source], predictions["mix_masked_audio"].float(), target, text[other]
+                text[source], audio[source], predictions["mix_masked_audio"].float(), target, text[other],
+                at_least=self.hparams.sim_match == "at_least",
             )
         if self.hparams.lambda_out > 0:
             terms["out"] = mixture_consistency(
@@ -160,6 +170,7 @@ class LMACZSBrain(sb.Brain):
             self.hparams.lambda_reg,
             self.hparams.lambda_div,
             pairs=predictions["pairs"],
+            at_least=self.hparams.sim_match == "at_least",
         )
         if "mix_masks" in predictions:
             for key, value in self.mixture_terms(predictions).items():

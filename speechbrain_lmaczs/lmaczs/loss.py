@@ -21,7 +21,7 @@ def grid_pairs(batch_size, pairs_per_clip=None, device=None):
     return torch.stack([text, audio], dim=1)
 
 
-def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None):
+def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None, at_least=False):
     """L_ZS over a batch of B text/audio pairs.
 
     With t_i the text embeddings, a_j = f_audio(X_j) and a'_ij = f_audio(M_ij * X_j) (mask of text i on audio j),
@@ -35,6 +35,11 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
 
     The sums run over the full grid (the paper) or over the pairs given in ``pairs`` (see :func:`grid_pairs`);
     D_i then only has the terms whose two masked versions of audio i were computed.
+
+    With ``at_least`` (not the paper) L_sim only charges a masked clip that matches its prompt LESS than the whole
+    clip does: ``sum_ij max(0, C_ij - t_i . a'_ij)``. The paper's ``| . |`` also charges a mask that matches its
+    prompt better than the clip, which is what a prompt-specific mask does on a clip whose other events dilute the
+    prompt's similarity: the paper's L_sim then prefers a mask that keeps every event.
 
     Parameters
     ----------
@@ -51,6 +56,8 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
         Weights of the mask regularisation and of the prompt-diversity term D.
     pairs : torch.LongTensor, optional
         (P, 2) (text index, audio index) of each computed pair; None means the full grid.
+    at_least : bool
+        One-sided L_sim (see above); False is the paper's.
 
     Returns
     -------
@@ -87,7 +94,8 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
     ti, aj = pairs[:, 0], pairs[:, 1]
     with torch.no_grad():
         target = (text[ti] * audio[aj]).sum(-1)  # C_ij
-    sim = (target - (text[ti] * masked_audio).sum(-1)).abs().sum()
+    gap = target - (text[ti] * masked_audio).sum(-1)
+    sim = (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
     reg = masks.flatten(1).mean(dim=-1).sum()
 
     # D: a pair (text j, audio i) with j != i meets the own pair (text i, audio i) of the same audio.
@@ -125,7 +133,7 @@ def mix_pairs(batch_size, device=None):
     return torch.stack([first, first + 1], dim=1)
 
 
-def mixture_consistency(text, target_audio, masked_audio, target="similarity", other_text=None):
+def mixture_consistency(text, target_audio, masked_audio, target="similarity", other_text=None, at_least=False):
     """Sum over N rows of how far a masked mixture is from a target clip, as seen from a prompt.
 
     With t the prompt's text embedding, a the (normalised) embedding of the target clip and a' that of the masked
@@ -134,6 +142,10 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
         similarity:  | t . a - t . a' |      (the paper's L_sim, with the clean source as the target)
         embedding:   1 - a . a'               (the whole embedding, not only its projection on t)
         both_prompts: | t . a - t . a' | + | u . a - u . a' |   (u: the other source's prompt, ``other_text``)
+
+    With ``at_least`` the similarity terms are one-sided: ``max(0, t . a - t . a')`` (the masked mixture matches
+    the prompt at least as well as the clean source) and ``max(0, u . a' - u . a)`` (it matches the other source's
+    prompt at most as well as the clean source).
 
     Mix-consistency uses it with the mixture masked by source s's prompt and s's clean clip as the target: a mask
     that keeps the other source too no longer costs nothing. With the mixture masked by the complement of s's mask
@@ -166,11 +178,13 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
         raise ValueError(f"mixture_consistency: target must be one of {MIX_TARGETS}, got {target!r}.")
     target_audio = target_audio.detach()
     if target in ("similarity", "both_prompts"):
-        out = ((text * target_audio).sum(-1) - (text * masked_audio).sum(-1)).abs().sum()
+        gap = (text * target_audio).sum(-1) - (text * masked_audio).sum(-1)
+        out = (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
         if target == "both_prompts":
             if other_text is None:
                 raise ValueError("mixture_consistency: target 'both_prompts' needs other_text.")
-            out = out + ((other_text * target_audio).sum(-1) - (other_text * masked_audio).sum(-1)).abs().sum()
+            gap = (other_text * masked_audio).sum(-1) - (other_text * target_audio).sum(-1)
+            out = out + (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
         return out
     return (1.0 - (target_audio * masked_audio).sum(-1)).sum()
 
