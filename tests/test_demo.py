@@ -88,9 +88,9 @@ def test_seeds_summary_is_computed_from_the_per_seed_results_and_reruns_reuse_th
                 assert float(row["min"]) == pytest.approx(min(values), abs=1e-6)
                 assert float(row["std"]) == pytest.approx(abs(values[0] - values[1]) / 2**0.5, abs=1e-6)
     assert "## released" in (out / "summary.md").read_text()
-    # the released configuration: no floor offset in the small CLAP, power masking in LMAC-ZS
+    # the released configuration: no floor offset in the small CLAP; LMAC-ZS with the yaml's background fill
     hyperparams = (out / "released" / "seed_0" / "lmaczs" / "hyperparams.yaml").read_text()
-    assert "mask_on: power" in hyperparams
+    assert "mask_fill: background" in hyperparams and "mask_on: log_mel" in hyperparams
     clap_config = (out / "released" / "seed_0" / "clap" / "small_clap_options.json").read_text()
     assert '"db_offset": 0.0' in clap_config and '"carve_prob": 0.0' in clap_config
 

@@ -4,14 +4,15 @@
   measures dB from the power floor, so that a Mel mask attenuates towards silence; the small CLAP is trained with
   carved events, so that a silenced event stops counting as evidence); LMAC-ZS with the recipe yaml's own settings.
 - ``released``: as close to a released MS-CLAP 2022 as the small CLAP gets: ``10 log10(power)`` with no floor
-  offset (silence is -100 dB, the scenes' background near -30 dB), no carving; LMAC-ZS masks the mel power before
-  the log (``mask_on: power``), since multiplying such a log-mel by a mask raises every removed bin to 0 dB, louder
-  than the background.
+  offset (silence is -100 dB, the scenes' background near -30 dB), no carving; LMAC-ZS with the same yaml. Its
+  ``mask_fill: background`` moves a removed bin to its band's background level, which works with either dB
+  reference; the paper's ``mask * log-mel`` would raise every removed bin to 0 dB here, louder than the background
+  (``recipe_overrides={"mask_fill": "zero"}`` measures that).
 
 Example
 -------
 >>> sorted(CONFIGS), CONFIGS["released"].recipe_overrides
-(['default', 'released'], {'mask_on': 'power'})
+(['default', 'released'], {})
 >>> CONFIGS["released"].frontend().silence_db
 -100.0
 """
@@ -51,5 +52,5 @@ class BenchmarkConfig:
 #: name -> configuration; ``default`` is what ``make demo`` runs
 CONFIGS = {
     "default": BenchmarkConfig(db_offset=100.0, carve_prob=0.5),
-    "released": BenchmarkConfig(db_offset=0.0, carve_prob=0.0, recipe_overrides={"mask_on": "power"}),
+    "released": BenchmarkConfig(db_offset=0.0, carve_prob=0.0),
 }
