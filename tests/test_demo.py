@@ -122,3 +122,28 @@ def test_decoder_seeds_retrain_only_the_decoder_on_the_first_seed(tmp_path, monk
         assert len(list(csv.DictReader(f))) == 2  # IoU and AI of lmaczs
     (ig_ai,) = [r for r in summary["seeds"] if (r["method"], r["metric"]) == ("ig", "AI")]
     assert (ig_ai["mean"], ig_ai["std"], ig_ai["min"]) == (pytest.approx(7.0), pytest.approx(2**0.5), 6.0)
+
+
+def test_an_lmaczs_run_is_reused_only_with_the_same_yaml(tmp_path):
+    # A stand-in recipe whose train.py records each call and leaves a checkpoint folder: the demo reuses a run
+    # only when the options AND the yaml's text are those it was trained with.
+    from speechbrain_lmaczs.synthetic import demo as demo_module
+
+    recipe = tmp_path / "recipe"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text(
+        "import sys, pathlib\n"
+        "out = pathlib.Path([a.split('=', 1)[1] for a in sys.argv if a.startswith('--output_folder=')][0])\n"
+        "(out / 'save' / 'CKPT+1').mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'train_log.txt').write_text('epoch: 1')\n"
+        "with open(out.parent / 'calls.txt', 'a') as f: f.write('x')\n"
+    )
+    yaml = recipe / "hparams" / "lmaczs_mel.yaml"
+    yaml.write_text("mask_fill: background\n")
+    out = tmp_path / "runs" / "lmaczs"
+    args = (tmp_path / "data", tmp_path / "clap", out, 1, 0)
+    assert demo_module.train_lmaczs(*args, recipe=recipe) == (out, False)
+    assert demo_module.train_lmaczs(*args, recipe=recipe) == (out, True)  # same options, same yaml
+    yaml.write_text("mask_fill: zero\n")  # new yaml defaults: trained again
+    assert demo_module.train_lmaczs(*args, recipe=recipe) == (out, False)
+    assert (tmp_path / "runs" / "calls.txt").read_text() == "xx"

@@ -23,6 +23,7 @@ package has none, so point ``--recipes`` at the ``recipes/`` folder of a checkou
 """
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ RECIPE = Path("Synthetic", "interpret")
 
 #: Bumped when the demo's results for the same options change (the results.options.json stamps of older versions
 #: then no longer match).
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 
 #: sizes of the full and the quick demo
 PRESETS = {
@@ -136,7 +137,12 @@ def train_lmaczs(data_folder, clap_folder, output_folder, epochs, seed, recipe=N
     """
     output_folder = Path(output_folder)
     overrides = dict(overrides or {})
-    options = {"epochs": int(epochs), "seed": int(seed), "overrides": overrides, "built_from": stamp_options or {}}
+    recipe = recipe_folder() if recipe is None else Path(recipe)
+    yaml_path = recipe / "hparams" / "lmaczs_mel.yaml"
+    # the yaml's own text is part of the stamp: a run trained with other yaml defaults is not reused
+    yaml_hash = hashlib.sha256(yaml_path.read_bytes()).hexdigest()[:16] if yaml_path.is_file() else None
+    options = {"epochs": int(epochs), "seed": int(seed), "overrides": overrides, "built_from": stamp_options or {},
+               "yaml_sha256": yaml_hash}
     stamp = BuildStamp(output_folder / "demo_options.json")
     if stamp.matches(options, output_folder / "train_log.txt") and list(output_folder.glob("save/CKPT+*")):
         logger.info("Reusing the LMAC-ZS run in %s", output_folder)
@@ -144,7 +150,6 @@ def train_lmaczs(data_folder, clap_folder, output_folder, epochs, seed, recipe=N
     if output_folder.exists():
         logger.info("%s holds another or an unfinished LMAC-ZS run: training again from scratch.", output_folder)
         shutil.rmtree(output_folder)
-    recipe = recipe_folder() if recipe is None else Path(recipe)
     cmd = [
         sys.executable,
         str(recipe / "train.py"),
