@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import common  # noqa: E402
 import eval_memory  # noqa: E402
 import explain_speed  # noqa: E402
+import loss_options  # noqa: E402
 import train_speed  # noqa: E402
 
 
@@ -173,3 +174,28 @@ def test_peak_memory_sees_an_allocation():
 def test_gpu_script_parses():
     result = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_loss_options_trains_and_scores_each_seed_pair(tmp_path):
+    # A one-seed benchmark folder at test size (small CLAP and scenes), then two decoder seeds with an override.
+    from speechbrain_lmaczs.synthetic.seeds import run_seeds
+
+    tiny = {"train": 16, "single": 6, "mix": 2, "epochs": 1, "ig_steps": 2, "sg_samples": 2, "figures": 1}
+    tiny_clap = {"n_train": 32, "epochs": 1, "n_valid": 10, "n_eval": 10, "conv_channels": (4, 8, 8, 16, 16, 32),
+                 "embedding_dim": 32, "proj_dim": 16, "text_width": 16, "text_layers": 1}
+    bench = tmp_path / "bench"
+    run_seeds(str(bench), [0], configs=["default"], methods=["lmaczs"], quick=True, preset=tiny,
+              clap_options=tiny_clap)
+    out = tmp_path / "loss_options.csv"
+    loss_options.main(["--bench", str(bench), "--runs", "0:0", "0:1", "--set", "mask_fill=zero", "--name", "zero",
+                       "--epochs", "1", "--out", str(out), "--runs_folder", str(tmp_path / "runs")])
+    columns, rows = read_csv(out)
+    assert [(r["clap_seed"], r["decoder_seed"]) for r in rows] == [("0", "0"), ("0", "1")]
+    assert set(loss_options.METRICS) <= set(columns)
+    for row in rows:
+        assert all(math.isfinite(float(row[m])) for m in loss_options.METRICS), row
+    # the override reached the recipe
+    hyperparams = (tmp_path / "runs" / "default" / "zero" / "clap0_decoder1" / "hyperparams.yaml").read_text()
+    assert "mask_fill: zero" in hyperparams
+    with pytest.raises(SystemExit, match="does not exist"):
+        loss_options.main(["--bench", str(bench), "--runs", "5:0", "--name", "x"])
