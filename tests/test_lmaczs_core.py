@@ -9,7 +9,14 @@ import torchaudio
 from speechbrain_lmaczs.clap.frontend import LogMelFrontend
 from speechbrain_lmaczs.lmaczs.decoder import MaskDecoder
 from speechbrain_lmaczs.lmaczs.domains import MelMasking, STFTMasking
-from speechbrain_lmaczs.lmaczs.loss import grid_pairs, mask_overlap, mix_pairs, mixture_consistency, zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import (
+    CONTRAST_TEMPERATURE,
+    grid_pairs,
+    mask_overlap,
+    mix_pairs,
+    mixture_consistency,
+    zero_shot_loss,
+)
 
 
 def _msclap_frontend():
@@ -419,6 +426,15 @@ def test_mixture_consistency_hand_computed():
     assert float(mixture_consistency(text, clean, clean, "both_prompts", swapped)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="needs other_text"):
         mixture_consistency(text, clean, masked, "both_prompts")
+    # contrast: tau * softplus(-(t.a' - u.a') / tau) with tau 0.1; row 0: margin 1 - 0 = 1 -> 0.1 * log(1 + e^-10)
+    tau = CONTRAST_TEMPERATURE
+    expected = 2 * tau * math.log1p(math.exp(-1.0 / tau))
+    assert math.isclose(float(mixture_consistency(text, clean, masked, "contrast", swapped)), expected, rel_tol=1e-5)
+    # a masked mixture that favours the OTHER prompt by 1: tau * log(1 + e^10), about 1 per row
+    flipped = mixture_consistency(text, clean, masked.flip(0), "contrast", swapped)
+    assert math.isclose(float(flipped), 2 * tau * math.log1p(math.exp(1.0 / tau)), rel_tol=1e-5)
+    with pytest.raises(ValueError, match="needs other_text"):
+        mixture_consistency(text, clean, masked, "contrast")
     # one-sided: row 0 matches its prompt better than the clean source (1.0 > 0.6) and its other prompt less
     # (0.0 < 0.8): nothing is charged; the same for row 1
     assert float(mixture_consistency(text, clean, masked, "both_prompts", swapped, at_least=True)) == 0.0

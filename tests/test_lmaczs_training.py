@@ -128,7 +128,7 @@ def test_sim_match_option_is_checked_and_one_sided(tiny_msclap, samples_dir, tmp
     assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < losses[0], losses
 
 
-@pytest.mark.parametrize("target", ["similarity", "embedding"])
+@pytest.mark.parametrize("target", ["similarity", "embedding", "contrast"])
 def test_mixture_terms_are_added_and_train(tiny_msclap, samples_dir, tmp_path, target):
     names = ["1-100032-A-0.wav", "2-100648-A-43.wav", "1-100038-A-14.wav"]
     names = [n for n in names if (samples_dir / "ESC50" / "audio" / n).is_file()][:2]
@@ -149,8 +149,11 @@ def test_mixture_terms_are_added_and_train(tiny_msclap, samples_dir, tmp_path, t
         t, a = out["text"], out["audio"]
         if target == "similarity":
             mix = ((t * a).sum(-1) - (t * out["mix_masked_audio"]).sum(-1)).abs().sum()
-        else:
+        elif target == "embedding":
             mix = (1 - (a * out["mix_masked_audio"]).sum(-1)).sum()
+        else:  # the own caption (rows: sources 0, 1) against the other's (1, 0), temperature 0.1
+            margin = ((t - t.flip(0)) * out["mix_masked_audio"]).sum(-1)
+            mix = (0.1 * torch.nn.functional.softplus(-margin / 0.1)).sum()
         assert torch.allclose(terms["mix"], mix, atol=1e-6)
         assert torch.allclose(terms["overlap"], (out["mix_masks"][0] * out["mix_masks"][1]).mean(), atol=1e-6)
     losses = [float(brain.fit_batch(batch)) for _ in range(15)]

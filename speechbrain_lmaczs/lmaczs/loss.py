@@ -117,7 +117,10 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
 
 
 #: what the masked mixture is matched to by :func:`mixture_consistency`
-MIX_TARGETS = ("similarity", "embedding", "both_prompts")
+MIX_TARGETS = ("similarity", "embedding", "both_prompts", "contrast")
+
+#: temperature of the ``contrast`` target: the term saturates once the own prompt leads by a few tenths of cosine
+CONTRAST_TEMPERATURE = 0.1
 
 
 def mix_pairs(batch_size, device=None):
@@ -142,6 +145,11 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
         similarity:  | t . a - t . a' |      (the paper's L_sim, with the clean source as the target)
         embedding:   1 - a . a'               (the whole embedding, not only its projection on t)
         both_prompts: | t . a - t . a' | + | u . a - u . a' |   (u: the other source's prompt, ``other_text``)
+        contrast:    tau * softplus(-(t . a' - u . a') / tau)   (tau = CONTRAST_TEMPERATURE; no clean target)
+
+    ``contrast`` is the two-prompt cross-entropy of the masked mixture (scaled by tau): it asks only that the masked
+    mixture favour its own source's prompt over the other source's, a target that selecting bins can reach, and
+    its gradient fades once it does.
 
     With ``at_least`` the similarity terms are one-sided: ``max(0, t . a - t . a')`` (the masked mixture matches
     the prompt at least as well as the clean source) and ``max(0, u . a' - u . a)`` (it matches the other source's
@@ -177,12 +185,15 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
     if target not in MIX_TARGETS:
         raise ValueError(f"mixture_consistency: target must be one of {MIX_TARGETS}, got {target!r}.")
     target_audio = target_audio.detach()
+    if target in ("both_prompts", "contrast") and other_text is None:
+        raise ValueError(f"mixture_consistency: target {target!r} needs other_text.")
+    if target == "contrast":
+        margin = (text * masked_audio).sum(-1) - (other_text * masked_audio).sum(-1)
+        return (CONTRAST_TEMPERATURE * torch.nn.functional.softplus(-margin / CONTRAST_TEMPERATURE)).sum()
     if target in ("similarity", "both_prompts"):
         gap = (text * target_audio).sum(-1) - (text * masked_audio).sum(-1)
         out = (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
         if target == "both_prompts":
-            if other_text is None:
-                raise ValueError("mixture_consistency: target 'both_prompts' needs other_text.")
             gap = (other_text * masked_audio).sum(-1) - (other_text * target_audio).sum(-1)
             out = out + (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
         return out
