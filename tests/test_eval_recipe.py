@@ -66,7 +66,7 @@ def test_eval_recipe_writes_the_three_files_and_resumes(trained_mel_run, tmp_pat
     # prompt selectivity: every method (and its reference) on the mixture (the two clips of the smoke run are
     # mixed with clips of other classes), nothing elsewhere
     assert all(math.isfinite(float(r["selectivity"])) == (r["condition"] == "mixture") for r in results)
-    assert {r["domain"] for r in results} == {"MelMasking(mask_on=log_mel)"}
+    assert {r["domain"] for r in results} == {"MelMasking(mask_on=log_mel, fill=background)"}
     assert {int(r["n_clips"]) for r in results} == {N_CLIPS}
     assert all(float(r["seconds_per_clip"]) > 0 for r in results)
 
@@ -79,7 +79,7 @@ def test_eval_recipe_writes_the_three_files_and_resumes(trained_mel_run, tmp_pat
     assert all(math.isfinite(float(r["selectivity"])) for r in mixture) and {r["method"] for r in mixture} == set(METHODS)
 
     table = (out / "results.md").read_text()
-    assert "- Masking domain: `MelMasking(mask_on=log_mel)`" in table and "PS (prompt selectivity" in table
+    assert "- Masking domain: `MelMasking(mask_on=log_mel, fill=background)`" in table and "PS (prompt selectivity" in table
     for name in ("GradCAM", "GradCAM++", "SmoothGrad", "IG", "ScoreCAM", "GScoreCAM", "LMAC-ZS"):
         assert f"| {name} |" in table and f"| *{name} const.* |" in table
     for condition in CONDITIONS:
