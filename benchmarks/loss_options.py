@@ -29,11 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speechbrain_lmaczs.classifier import make_prompts  # noqa: E402
 from speechbrain_lmaczs.evaluation import EvalSettings, by_method, evaluate  # noqa: E402
 from speechbrain_lmaczs.lmaczs.pretrained import load_trained  # noqa: E402
-from speechbrain_lmaczs.synthetic.demo import train_lmaczs  # noqa: E402
-from speechbrain_lmaczs.synthetic.events import EVENT_CLASSES  # noqa: E402
+from speechbrain_lmaczs.synthetic.demo import localization_inputs, train_lmaczs  # noqa: E402
 from speechbrain_lmaczs.synthetic.localization import localization_scores  # noqa: E402
 
 #: what each run reports, in this order
@@ -62,11 +60,7 @@ def parse_args(argv=None):
 def score_run(run_folder, data):
     """LMAC-ZS's localization and AI/AD of one trained run, as a dict of METRICS."""
     model = load_trained(str(run_folder))
-    classes = make_prompts([EVENT_CLASSES[i].captions[0] for i in range(len(EVENT_CLASSES))])
-    scenes = {}
-    for name in ("eval.json", "mix.json"):
-        with open(data / name, encoding="utf-8") as f:
-            scenes.update(json.load(f))
+    classes, scenes = localization_inputs(data)
     row = dict(localization_scores(model, scenes, classes, ["lmaczs"])["lmaczs"])
     settings = EvalSettings(methods=("lmaczs",), conditions=("clean",), seed=0)
     row.update(by_method(evaluate(model, str(data / "eval.json"), str(run_folder / "eval"), settings))["lmaczs"])

@@ -167,6 +167,17 @@ def train_lmaczs(data_folder, clap_folder, output_folder, epochs, seed, recipe=N
     return output_folder, False
 
 
+def localization_inputs(data):
+    """The class prompts (in classID order) and the single- and two-event scenes of a demo data folder, as
+    :func:`~speechbrain_lmaczs.synthetic.localization.localization_scores` takes them."""
+    classes = make_prompts([EVENT_CLASSES[i].captions[0] for i in range(len(EVENT_CLASSES))])
+    scenes = {}
+    for name in ("eval.json", "mix.json"):
+        with open(Path(data) / name, encoding="utf-8") as f:
+            scenes.update(json.load(f))
+    return classes, scenes
+
+
 def _fmt(value):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -310,12 +321,7 @@ def run(
     eval_stamp.write(eval_options)
     settings = EvalSettings(methods=tuple(methods), conditions=("clean",), seed=seed, interpreter_options=options)
     faithfulness = by_method(evaluate(model, str(data / "eval.json"), str(out / "eval"), settings))
-    labels = [EVENT_CLASSES[i].captions[0] for i in range(len(EVENT_CLASSES))]
-    classes = make_prompts(labels)
-    scenes = {}
-    for name in ("eval.json", "mix.json"):
-        with open(data / name, encoding="utf-8") as f:
-            scenes.update(json.load(f))
+    classes, scenes = localization_inputs(data)
     local = localization_scores(model, scenes, classes, methods, options, device=device)
 
     logger.info("5/5 tables, figures, report")
