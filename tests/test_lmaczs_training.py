@@ -161,6 +161,47 @@ def test_mixture_terms_are_added_and_train(tiny_msclap, samples_dir, tmp_path, t
 
 
 @pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_mask_transfer_target_trains_the_mixture_mask_toward_each_source_own_mask(tiny_msclap, samples_dir, tmp_path,
+                                                                                   domain_cls):
+    names = ["1-100032-A-0.wav", "2-100648-A-43.wav"]
+    batch = _batch(tiny_msclap, samples_dir, names, make_prompts(["dog", "car_horn"]))
+    domain = domain_cls(tiny_msclap.frontend, fill="background")
+    with pytest.raises(ValueError, match="mix_target must be one of"):
+        _brain(tiny_msclap, tmp_path, domain, lambda_mix=1.0, mix_target="masks")
+    with pytest.raises(ValueError, match="needs an embedding mix_target"):
+        _brain(tiny_msclap, tmp_path, domain, lambda_mix=1.0, lambda_out=1.0, mix_target="mask")
+    brain = _brain(tiny_msclap, tmp_path, domain, lambda_mix=2.0, mix_target="mask")
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        assert "mix_masked_audio" not in out  # no masked encoder pass on the mixture
+        assert torch.allclose(out["mix_masks"], torch.sigmoid(out["mix_logits"]))
+        # each source's share of the mixture, by hand from the two clips' representations as power
+        power = domain.power(out["x"])
+        share = out["mix_share"]
+        assert torch.allclose(share[0], power[0] / (power[0] + power[1]))
+        assert torch.allclose(share[0] + share[1], torch.ones_like(share[0]), atol=1e-6)
+        # the target: the own caption's mask on the clean source (pair (j, j) of the grid) times that share
+        pairs = out["pairs"].tolist()
+        own = torch.stack([out["masks"][pairs.index([j, j])] for j in (0, 1)])
+        target = own * share
+        weight = target + own.flip(0) * share.flip(0)  # what either source's own mask keeps of the mixture
+        p = out["mix_masks"]
+        bce = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+        bce = ((weight * bce).flatten(1).sum(-1) / weight.flatten(1).sum(-1)).sum()
+        terms = brain.mixture_terms(out)
+        assert torch.allclose(terms["mix"], bce, atol=1e-5)
+        paper = zero_shot_loss(out["text"], out["audio"], out["masked_audio"], out["masks"], 0.05, 0.1,
+                               pairs=out["pairs"])["loss"]
+        assert torch.allclose(brain.compute_objectives(out, batch, sb.Stage.TRAIN), paper + 2.0 * bce, atol=1e-5)
+    before = float(terms["mix"])
+    for _ in range(15):
+        brain.fit_batch(batch)
+    with torch.no_grad():
+        after = float(brain.mixture_terms(brain.compute_forward(batch, stage=None))["mix"])
+    assert math.isfinite(after) and after < before, (before, after)
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
 def test_lmaczs_interpreter_contract(tiny_clap, domain_cls):
     torch.manual_seed(0)
     domain = domain_cls(tiny_clap.frontend)

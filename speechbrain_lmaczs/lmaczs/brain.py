@@ -10,7 +10,16 @@ from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.distributed import RankShareSampler, gather_objects
 from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
 from speechbrain_lmaczs.lmaczs.decoder import masks_on_grid
-from speechbrain_lmaczs.lmaczs.loss import grid_pairs, mask_overlap, mix_pairs, mixture_consistency, zero_shot_loss
+from speechbrain_lmaczs.lmaczs.loss import (
+    MIX_TARGETS,
+    grid_pairs,
+    mask_overlap,
+    mask_transfer,
+    mix_pairs,
+    mixture_consistency,
+    ratio_mask,
+    zero_shot_loss,
+)
 from speechbrain_lmaczs.metrics import MetricAccumulator, faithfulness_metrics
 
 logger = logging.getLogger(__name__)
@@ -37,7 +46,9 @@ class LMACZSBrain(sb.Brain):
     Loss terms beyond the paper (each off, and the loss exactly the paper's, when its weight is 0 or absent):
     mixtures of two clips of the batch are formed on the fly (:func:`mix_pairs`; waveforms summed) and explained
     for each source's caption; ``lambda_mix`` weighs mix-consistency (the masked mixture must match the CLEAN
-    source, :func:`mixture_consistency` with ``mix_target`` ``"similarity"`` or ``"embedding"``), ``lambda_out``
+    source, :func:`mixture_consistency` with ``mix_target`` ``"similarity"``, ``"embedding"``, ``"both_prompts"``
+    or ``"contrast"``; or, with ``"mask"``, the mask on the mixture must be the source's own mask where the source
+    dominates, :func:`mask_transfer`), ``lambda_out``
     the complement term (the mixture masked by 1 - M must match the OTHER source) and ``lambda_overlap`` the
     overlap of the two sources' masks on their mixture (:func:`mask_overlap`). Validation adds them too, so the
     checkpoint kept is the one best on these ground-truth-free criteria as well.
@@ -62,6 +73,11 @@ class LMACZSBrain(sb.Brain):
         hparams = {**LOSS_OPTIONS, **(hparams or {})}
         if hparams["sim_match"] not in SIM_MATCH:
             raise ValueError(f"sim_match must be one of {SIM_MATCH}, got {hparams['sim_match']!r}.")
+        if hparams["mix_target"] not in MIX_TARGETS:
+            raise ValueError(f"mix_target must be one of {MIX_TARGETS}, got {hparams['mix_target']!r}.")
+        if hparams["mix_target"] == "mask" and hparams["lambda_out"] > 0:
+            raise ValueError("lambda_out matches the mixture masked by 1 - M to a clip's embedding: it needs an "
+                             "embedding mix_target (similarity, embedding, both_prompts or contrast), not mask.")
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.eval_prompts = list(eval_prompts) if eval_prompts else None
         self.classifier = None
@@ -87,12 +103,13 @@ class LMACZSBrain(sb.Brain):
         """The :class:`MaskDecoder` itself (under torchrun, ``modules.decoder`` is its DistributedDataParallel)."""
         return getattr(self.modules.decoder, "module", self.modules.decoder)
 
-    def masks_for(self, hidden, text, x):
-        """One mask per (hidden maps, text embedding, representation ``x``) triple, (batch, time, freq)."""
+    def masks_for(self, hidden, text, x, logits=False):
+        """One mask per (hidden maps, text embedding, representation ``x``) triple, (batch, time, freq); ``logits``:
+        the masks' logits instead."""
         # Training goes through the DDP wrapper (its forward is what synchronizes the gradients); evaluation calls
         # the decoder itself, so that ranks holding different numbers of validation batches never wait on each other.
         decoder = self.modules.decoder if self.modules.decoder.training else self.decoder
-        return masks_on_grid(decoder, hidden, text, x, self.modules.domain)
+        return masks_on_grid(decoder, hidden, text, x, self.modules.domain, logits=logits)
 
     # -- Brain contract ------------------------------------------------------------------------------------------
     def compute_forward(self, batch, stage):
@@ -110,7 +127,7 @@ class LMACZSBrain(sb.Brain):
             "masked_audio": masked,
         }
         if self.uses_mixtures and wav.shape[0] >= 2:
-            out.update(self.mixture_forward(wav, text))
+            out.update(self.mixture_forward(wav, text, x))
         return out
 
     def mixture_weights(self):
@@ -122,20 +139,27 @@ class LMACZSBrain(sb.Brain):
         """Whether a mixture term of the loss is on."""
         return any(w > 0 for w in self.mixture_weights().values())
 
-    def mixture_forward(self, wav, text):
+    def mixture_forward(self, wav, text, x):
         """Masks and masked embeddings of on-the-fly mixtures, each explained for both of its sources' captions.
 
         Rows are ordered (all first sources, all second sources): ``mix_source[r]`` is the clip whose caption row r
-        explains, ``mix_other[r]`` the other clip of its mixture.
+        explains, ``mix_other[r]`` the other clip of its mixture. ``x`` holds the clips' own representations (for
+        each source's share of the mixture, ``mix_share``, with ``mix_target: mask``).
         """
         sources = mix_pairs(wav.shape[0], device=wav.device)
         mix_x, _, mix_hidden = self.encode(wav[sources[:, 0]] + wav[sources[:, 1]])
         rows = torch.arange(len(sources), device=wav.device).repeat(2)
         source, other = sources.T.reshape(-1), sources.flip(1).T.reshape(-1)
         domain = self.modules.domain
-        masks = self.masks_for([h[rows] for h in mix_hidden], text[source], mix_x[rows])
-        out = {"mix_source": source, "mix_other": other, "mix_masks": masks,
-               "mix_masked_audio": self.embed_masked(domain.apply_mask(mix_x[rows], masks))}
+        logits = self.masks_for([h[rows] for h in mix_hidden], text[source], mix_x[rows], logits=True)
+        masks = torch.sigmoid(logits)
+        out = {"mix_source": source, "mix_other": other, "mix_masks": masks, "mix_logits": logits}
+        if self.hparams.mix_target == "mask":
+            with torch.no_grad():
+                power = domain.power(x)
+                out["mix_share"] = ratio_mask(power[source], power[other])
+        elif self.hparams.lambda_mix > 0:
+            out["mix_masked_audio"] = self.embed_masked(domain.apply_mask(mix_x[rows], masks))
         if self.hparams.lambda_out > 0:
             out["mix_out_audio"] = self.embed_masked(domain.apply_mask(mix_x[rows], 1.0 - masks))
         return out
@@ -146,7 +170,16 @@ class LMACZSBrain(sb.Brain):
         source, other = predictions["mix_source"], predictions["mix_other"]
         target = self.hparams.mix_target
         terms = {}
-        if self.hparams.lambda_mix > 0:
+        if self.hparams.lambda_mix > 0 and target == "mask":
+            pairs = predictions["pairs"]
+            own = torch.empty(len(text), dtype=torch.long, device=pairs.device)
+            is_own = pairs[:, 0] == pairs[:, 1]
+            own[pairs[is_own, 1]] = torch.nonzero(is_own).squeeze(1)  # every clip is paired with its own caption
+            terms["mix"] = mask_transfer(
+                predictions["mix_logits"].float(), predictions["masks"][own[source]].float(),
+                predictions["masks"][own[other]].float(), predictions["mix_share"].float(),
+            )
+        elif self.hparams.lambda_mix > 0:
             terms["mix"] = mixture_consistency(
                 text[source], audio[source], predictions["mix_masked_audio"].float(), target, text[other],
                 at_least=self.hparams.sim_match == "at_least",

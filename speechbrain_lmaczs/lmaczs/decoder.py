@@ -166,7 +166,7 @@ class MaskDecoder(nn.Module):
         :meth:`forward` with ``out_size`` from ``x`` and, with an input skip, ``skip = domain.to_db(x)``."""
         return masks_on_grid(self, hidden, text, x, domain)
 
-    def forward(self, hidden, text, out_size, skip=None):
+    def forward(self, hidden, text, out_size, skip=None, logits=False):
         """Mask (batch, time, freq) in [0, 1] for hidden maps and text embeddings of the same batch size.
 
         Parameters
@@ -180,6 +180,9 @@ class MaskDecoder(nn.Module):
         skip : torch.Tensor, optional
             (batch, time, freq) the representation in dB (``domain.to_db(x)``); required with ``input_skip``,
             ignored without. Standardised per clip here, so its level does not matter.
+        logits : bool
+            Return the mask's logits (before the sigmoid) instead: what a cross-entropy on the mask needs, as the
+            sigmoid of a saturated bin is exactly 0 or 1 in float32 and passes no gradient.
         """
         if len(hidden) != len(self.laterals):
             raise ValueError(f"MaskDecoder was built for {len(self.laterals)} hidden maps, got {len(hidden)}.")
@@ -196,13 +199,14 @@ class MaskDecoder(nn.Module):
             mean, std = flat.mean(-1)[:, None, None], flat.std(-1)[:, None, None]
             s = _resize(((skip - mean) / (std + 1e-5))[:, None], out_size)
             x = self.fuse(torch.cat([x, self.skip_in(s)], dim=1))
-        logits = self.out(x)
-        return torch.sigmoid(logits[:, 0])
+        out = self.out(x)[:, 0]
+        return out if logits else torch.sigmoid(out)
 
 
-def masks_on_grid(decoder, hidden, text, x, domain):
+def masks_on_grid(decoder, hidden, text, x, domain, logits=False):
     """:meth:`MaskDecoder.for_representation` through ``decoder``, a :class:`MaskDecoder` or a wrapper of one
-    (``DistributedDataParallel``, whose forward must be the one called for the gradients to be synchronized)."""
+    (``DistributedDataParallel``, whose forward must be the one called for the gradients to be synchronized);
+    ``logits``: the mask's logits instead (see :meth:`MaskDecoder.forward`)."""
     inner = getattr(decoder, "module", decoder)
-    return decoder(hidden, text, x.shape[1:], skip=domain.to_db(x) if inner.input_skip else None)
+    return decoder(hidden, text, x.shape[1:], skip=domain.to_db(x) if inner.input_skip else None, logits=logits)
 

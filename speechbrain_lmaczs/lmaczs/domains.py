@@ -107,6 +107,11 @@ class MaskingDomain(nn.Module):
         """Inverse of :meth:`listening_stft`."""
         raise NotImplementedError
 
+    def power(self, x):
+        """The representation as power (up to one factor common to all bins): ``10 ** (to_db(x) / 10)``; what
+        compares two sources' share of a bin (:func:`~speechbrain_lmaczs.lmaczs.loss.ratio_mask`)."""
+        return torch.pow(10.0, self.to_db(x) / 10.0)
+
     @staticmethod
     def background(x):
         """Each band's median over the frames of ``x``, (batch, 1, freq), without gradient: the clip's own

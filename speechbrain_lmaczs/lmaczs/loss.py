@@ -117,7 +117,9 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
 
 
 #: what the masked mixture is matched to by :func:`mixture_consistency`
-MIX_TARGETS = ("similarity", "embedding", "both_prompts", "contrast")
+EMBEDDING_TARGETS = ("similarity", "embedding", "both_prompts", "contrast")
+#: every ``mix_target``: the embedding targets, and ``mask`` (:func:`mask_transfer`: the mask itself is the target)
+MIX_TARGETS = EMBEDDING_TARGETS + ("mask",)
 
 #: temperature of the ``contrast`` target: the term saturates once the own prompt leads by a few tenths of cosine
 CONTRAST_TEMPERATURE = 0.1
@@ -182,8 +184,8 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
     >>> round(float(mixture_consistency(t, clean, masked)), 4), round(float(mixture_consistency(t, clean, masked, "embedding")), 4)
     (0.2, 0.04)
     """
-    if target not in MIX_TARGETS:
-        raise ValueError(f"mixture_consistency: target must be one of {MIX_TARGETS}, got {target!r}.")
+    if target not in EMBEDDING_TARGETS:
+        raise ValueError(f"mixture_consistency: target must be one of {EMBEDDING_TARGETS}, got {target!r}.")
     target_audio = target_audio.detach()
     if target in ("both_prompts", "contrast") and other_text is None:
         raise ValueError(f"mixture_consistency: target {target!r} needs other_text.")
@@ -213,3 +215,64 @@ def mask_overlap(mask_a, mask_b):
     0.125
     """
     return (mask_a * mask_b).flatten(1).mean(-1).sum()
+
+
+def ratio_mask(power, other_power):
+    """Each bin's share of one source in the mixture of two, ``P / (P + P_other)`` (the *ideal ratio mask* of source
+    separation; 1/2 where both are silent), from the two sources' representations as power.
+
+    >>> ratio_mask(torch.tensor([3.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 1.0])).tolist()
+    [0.75, 0.5, 0.5]
+    """
+    total = power + other_power
+    return torch.where(total > 0, power / total.clamp_min(torch.finfo(total.dtype).tiny), torch.full_like(total, 0.5))
+
+
+def mask_transfer(mix_logits, source_masks, other_masks, share):
+    """Sum over N rows of a weighted binary cross-entropy between a mask on a two-source mixture and the mask it
+    should be.
+
+    A prompt that matches one source of a mixture should keep, in the mixture, what its mask keeps of that source
+    alone, in the bins that source dominates, and nothing of what the other source's own mask keeps. With ``M_s``
+    the mask of source s's prompt on s alone, ``M_o`` that of the other source's prompt on the other source alone
+    (both without gradient) and ``r_s`` s's share of each bin of the mixture (:func:`ratio_mask`)::
+
+        target  y = M_s * r_s                         (what the prompt keeps of its own source)
+        weight  w = M_s * r_s + M_o * (1 - r_s)       (what either prompt keeps of the mixture)
+        term      = sum_bins w * BCE(sigmoid(logits), y) / sum_bins w
+
+    The weight puts the term on the bins either source's mask keeps: bins both masks remove (the background of a
+    sparse scene, most of the grid) would otherwise drown the other source's event in the average. The gradient on
+    the logits, ``w * (sigmoid(logits) - y)``, does not fade where the mask saturates (unlike a term on the masked
+    embedding), and the term needs no masked encoder pass.
+
+    Parameters
+    ----------
+    mix_logits : torch.Tensor
+        (N, time, freq) logits of the masks on the mixtures.
+    source_masks : torch.Tensor
+        (N, time, freq) masks in [0, 1] of the same prompts on their own source alone.
+    other_masks : torch.Tensor
+        (N, time, freq) masks of the other source's prompt on the other source alone.
+    share : torch.Tensor
+        (N, time, freq) the prompt's source's share of each bin of the mixture, in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        0-d sum over the rows.
+
+    Example
+    -------
+    >>> logits = torch.zeros(1, 1, 3)                # masks of 1/2 on the mixture
+    >>> own = torch.tensor([[[1.0, 0.0, 0.0]]])      # the source's own mask keeps the first bin
+    >>> other = torch.tensor([[[0.0, 1.0, 0.0]]])    # the other source's keeps the second; neither the third
+    >>> share = torch.tensor([[[1.0, 0.0, 0.5]]])
+    >>> round(float(mask_transfer(logits, own, other, share)), 4)  # log 2 on the two weighted bins
+    0.6931
+    """
+    share = share.detach()
+    target = (source_masks.detach() * share).clamp(0.0, 1.0)
+    weight = target + other_masks.detach() * (1.0 - share)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(mix_logits, target, reduction="none")
+    return ((weight * bce).flatten(1).sum(-1) / weight.flatten(1).sum(-1).clamp_min(1e-6)).sum()
