@@ -55,6 +55,11 @@ def test_zero_shot_loss_hand_computed():
     one_sided = zero_shot_loss(text, audio, masked, masks, lambda_reg=0.1, lambda_div=2.0, at_least=True)
     assert float(one_sided["sim"]) == pytest.approx(1.4)
     assert float(one_sided["reg"]) == pytest.approx(1.75) and float(one_sided["div"]) == pytest.approx(0.6)
+    # own pairs matched on the whole embedding: 1 - a_0.a'_00 = 1 - .6, 1 - a_1.a'_11 = 1 - .8; cross pairs as the
+    # paper: |.8 - 0| + |.8 - .8|
+    own = zero_shot_loss(text, audio, masked, masks, lambda_reg=0.1, lambda_div=2.0, own_embedding=True)
+    assert float(own["sim"]) == pytest.approx(0.4 + 0.2 + 0.8 + 0.0)
+    assert float(own["div"]) == pytest.approx(0.6)
 
 
 def test_zero_shot_loss_gradients_reach_masked_embeddings_not_targets():

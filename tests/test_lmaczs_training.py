@@ -126,6 +126,12 @@ def test_sim_match_option_is_checked_and_one_sided(tiny_msclap, samples_dir, tmp
         assert torch.allclose(total, expected)
     losses = [float(brain.fit_batch(batch)) for _ in range(10)]
     assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < losses[0], losses
+    brain = _brain(tiny_msclap, tmp_path, MelMasking(tiny_msclap.frontend, fill="background"), sim_match="embedding")
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        expected = zero_shot_loss(out["text"], out["audio"], out["masked_audio"], out["masks"], 0.05, 0.1,
+                                  pairs=out["pairs"], own_embedding=True)["loss"]
+        assert torch.allclose(brain.compute_objectives(out, batch, sb.Stage.TRAIN), expected)
 
 
 @pytest.mark.parametrize("target", ["similarity", "embedding", "contrast"])

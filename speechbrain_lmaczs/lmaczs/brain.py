@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 LOSS_OPTIONS = {
     "sim_match": "exact", "lambda_mix": 0.0, "mix_target": "similarity", "lambda_out": 0.0, "lambda_overlap": 0.0,
 }
-#: values of ``sim_match``: ``exact`` (the paper's | C - C' |) or ``at_least`` (only a loss of similarity is charged)
-SIM_MATCH = ("exact", "at_least")
+#: values of ``sim_match``: ``exact`` (the paper's | C - C' |), ``at_least`` (only a loss of similarity is charged) or
+#: ``embedding`` (a clip masked for its own caption must keep the clip's whole embedding: 1 - a . a')
+SIM_MATCH = ("exact", "at_least", "embedding")
 
 
 class LMACZSBrain(sb.Brain):
@@ -41,7 +42,9 @@ class LMACZSBrain(sb.Brain):
     own caption and k - 1 others, see :func:`grid_pairs`), ``use_logit_scale`` and ``train_logger``.
 
     ``sim_match`` ``"at_least"`` (not the paper; ``"exact"`` is) makes every similarity term one-sided: a masked
-    clip is charged only for matching its prompt less than its target (:func:`zero_shot_loss`).
+    clip is charged only for matching its prompt less than its target (:func:`zero_shot_loss`); ``"embedding"``
+    charges a clip masked for its OWN caption ``1 - a . a'`` (its whole embedding must be kept; cross pairs keep
+    the paper's term).
 
     Loss terms beyond the paper (each off, and the loss exactly the paper's, when its weight is 0 or absent):
     mixtures of two clips of the batch are formed on the fly (:func:`mix_pairs`; waveforms summed) and explained
@@ -204,6 +207,7 @@ class LMACZSBrain(sb.Brain):
             self.hparams.lambda_div,
             pairs=predictions["pairs"],
             at_least=self.hparams.sim_match == "at_least",
+            own_embedding=self.hparams.sim_match == "embedding",
         )
         if "mix_masks" in predictions:
             for key, value in self.mixture_terms(predictions).items():

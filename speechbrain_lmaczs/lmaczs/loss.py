@@ -21,7 +21,9 @@ def grid_pairs(batch_size, pairs_per_clip=None, device=None):
     return torch.stack([text, audio], dim=1)
 
 
-def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None, at_least=False):
+def zero_shot_loss(
+    text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None, at_least=False, own_embedding=False
+):
     """L_ZS over a batch of B text/audio pairs.
 
     With t_i the text embeddings, a_j = f_audio(X_j) and a'_ij = f_audio(M_ij * X_j) (mask of text i on audio j),
@@ -41,6 +43,11 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
     prompt better than the clip, which is what a prompt-specific mask does on a clip whose other events dilute the
     prompt's similarity: the paper's L_sim then prefers a mask that keeps every event.
 
+    With ``own_embedding`` (not the paper) an own pair (i = j: a clip and its own caption) is charged
+    ``1 - a_j . a'_jj`` instead: the clip masked for its own caption must keep the clip's whole embedding, not
+    only its projection on the caption, which an attenuated or partial event already keeps. Cross pairs keep the
+    paper's term (or the one-sided one).
+
     Parameters
     ----------
     text : torch.Tensor
@@ -58,6 +65,8 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
         (P, 2) (text index, audio index) of each computed pair; None means the full grid.
     at_least : bool
         One-sided L_sim (see above); False is the paper's.
+    own_embedding : bool
+        Own pairs match the clip's embedding (see above); False is the paper's.
 
     Returns
     -------
@@ -95,7 +104,10 @@ def zero_shot_loss(text, audio, masked_audio, masks, lambda_reg, lambda_div, pai
     with torch.no_grad():
         target = (text[ti] * audio[aj]).sum(-1)  # C_ij
     gap = target - (text[ti] * masked_audio).sum(-1)
-    sim = (gap.clamp_min(0.0) if at_least else gap.abs()).sum()
+    per_pair = gap.clamp_min(0.0) if at_least else gap.abs()
+    if own_embedding:
+        per_pair = torch.where(ti == aj, 1.0 - (audio[aj].detach() * masked_audio).sum(-1), per_pair)
+    sim = per_pair.sum()
     reg = masks.flatten(1).mean(dim=-1).sum()
 
     # D: a pair (text j, audio i) with j != i meets the own pair (text i, audio i) of the same audio.
