@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechbrain_lmaczs.evaluation import EvalSettings, by_method, evaluate  # noqa: E402
 from speechbrain_lmaczs.lmaczs.pretrained import load_trained  # noqa: E402
-from speechbrain_lmaczs.synthetic.demo import localization_inputs, train_lmaczs  # noqa: E402
+from speechbrain_lmaczs.synthetic.demo import PRESETS, localization_inputs, train_lmaczs  # noqa: E402
 from speechbrain_lmaczs.synthetic.localization import localization_scores  # noqa: E402
 
 #: what each run reports, in this order
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--runs", nargs="+", required=True, help="CLAP_SEED:DECODER_SEED pairs")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="yaml overrides")
     parser.add_argument("--name", required=True, help="label of this setting in the output")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=PRESETS[False]["epochs"], help="default: the demo's")
     parser.add_argument("--out", default="results/loss_options.csv")
     parser.add_argument("--runs_folder", default="results/loss_options", help="where the trainings go")
     args = parser.parse_args(argv)

@@ -62,8 +62,8 @@ DEMO_VERSION = 3
 
 #: sizes of the full and the quick demo
 PRESETS = {
-    False: {"train": 600, "single": 100, "mix": 40, "epochs": 3, "ig_steps": 32, "sg_samples": 16, "figures": 3},
-    True: {"train": 200, "single": 30, "mix": 10, "epochs": 5, "ig_steps": 8, "sg_samples": 4, "figures": 1},
+    False: {"train": 600, "single": 100, "mix": 40, "epochs": 5, "ig_steps": 32, "sg_samples": 16, "figures": 3},
+    True: {"train": 200, "single": 30, "mix": 10, "epochs": 8, "ig_steps": 8, "sg_samples": 4, "figures": 1},
 }
 COLUMNS = (
     "method", "IoU", "pointing", "mass_in_support", "AP", "IoU_mix", "pointing_mix", "mass_in_support_mix", "AP_mix",
