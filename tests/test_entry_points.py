@@ -137,7 +137,8 @@ def test_run_yaml_is_read_where_the_folder_is_now_and_overrides_reach_the_clap_n
         ("tiny-random", "tiny-random CLAP is missing"),
     ],
 )
-def test_missing_clap_is_named_with_clap_source(tmp_path, source, error):
+def test_missing_clap_is_named_with_clap_source(tmp_path, monkeypatch, source, error):
+    monkeypatch.chdir(tmp_path)  # a checkout that has run the demo HAS results/demo/clap: not that one
     _write_run_yaml(tmp_path / "run", source, "/old/place/run/clap")
     if error is None:
         check_clap_source(tmp_path / "run")
