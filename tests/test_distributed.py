@@ -75,18 +75,25 @@ def _children(pid):
     return found
 
 
-def _last_complete_checkpoint(save):
-    """(counter, step, end_of_epoch) of the checkpoint a restart resumes from (None without one)."""
+def _last_complete_checkpoint(save, while_writing=False):
+    """(counter, step, end_of_epoch) of the checkpoint a restart resumes from (None without one).
+
+    ``while_writing``: the job may be writing a checkpoint right now; a file that cannot be read yet counts as
+    that checkpoint not being complete."""
     from speechbrain_lmaczs.lmaczs.checkpoints import checkpoint_problem
 
     found = []
     for folder in save.glob("CKPT+*"):
-        if checkpoint_problem(folder, ["decoder", "counter", "brain", "optimizer"]):
-            continue  # a kill while saving: set aside on restart
-        meta = yaml.safe_load((folder / "CKPT.yaml").read_text())
-        brain = yaml.safe_load((folder / "brain.ckpt").read_text())
-        counter = int((folder / "counter.ckpt").read_text())
-        found.append((meta["unixtime"], counter, brain["step"], meta["end-of-epoch"]))
+        try:
+            if checkpoint_problem(folder, ["decoder", "counter", "brain", "optimizer"]):
+                continue  # a kill while saving: set aside on restart
+            meta = yaml.safe_load((folder / "CKPT.yaml").read_text())
+            brain = yaml.safe_load((folder / "brain.ckpt").read_text())
+            counter = int((folder / "counter.ckpt").read_text())
+            found.append((meta["unixtime"], counter, brain["step"], meta["end-of-epoch"]))
+        except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+            if not while_writing:
+                raise
     return max(found)[1:] if found else None
 
 
@@ -100,7 +107,8 @@ def test_torchrun_job_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path):
     try:
         while time.time() < deadline and proc.poll() is None:
             workers = workers if len(workers) == 2 else _children(proc.pid)
-            if list((out / "save").glob("CKPT+*/brain.ckpt")):
+            # a COMPLETE checkpoint: killing while the first one is still being written leaves none to resume from
+            if _last_complete_checkpoint(out / "save", while_writing=True) is not None:
                 break
             time.sleep(0.05)
     finally:

@@ -159,7 +159,7 @@ class LMACZSBrain(sb.Brain):
         out = {"mix_source": source, "mix_other": other, "mix_masks": masks, "mix_logits": logits}
         if self.hparams.mix_target == "mask":
             with torch.no_grad():
-                power = domain.power(x)
+                power = domain.power(x.float())  # float32: 10^(dB/10) of a loud bin overflows float16
                 out["mix_share"] = ratio_mask(power[source], power[other])
         elif self.hparams.lambda_mix > 0:
             out["mix_masked_audio"] = self.embed_masked(domain.apply_mask(mix_x[rows], masks))
