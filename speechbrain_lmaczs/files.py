@@ -188,7 +188,10 @@ def check_writable_folder(folder, option="the output folder"):
         parent = existing
         for part in Path(os.path.relpath(folder, existing)).parts if folder != existing else ():
             parent = os.path.join(parent, part)
-            os.mkdir(parent)
+            try:
+                os.mkdir(parent)
+            except FileExistsError:
+                continue  # made meanwhile by another process (two runs into sibling folders): not ours to remove
             created.append(parent)
         with tempfile.TemporaryFile(dir=folder):
             pass

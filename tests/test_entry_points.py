@@ -240,3 +240,22 @@ def test_explain_out_that_cannot_be_written_fails_first_with_one_line(tmp_path):
     for out in _unwritable_folders(tmp_path):
         proc = lmaczs("explain", CLIP, "--checkpoint", tmp_path, "--out", out, "--prompt", "dog")
         assert_one_line(proc, "lmaczs", f"--out {out} cannot be written")
+
+
+def test_writable_check_tolerates_a_parent_made_meanwhile_by_another_run(tmp_path, monkeypatch):
+    """Two runs started together into sibling folders of a new parent: the one whose probe finds the parent just
+    made by the other goes on, and leaves that parent in place."""
+    from speechbrain_lmaczs import files
+
+    real_mkdir = os.mkdir
+
+    def racing_mkdir(path, *args, **kwargs):
+        if os.path.basename(path) == "shared":
+            real_mkdir(path)  # the other run wins the race
+            raise FileExistsError(17, "File exists", path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "mkdir", racing_mkdir)
+    files.check_writable_folder(tmp_path / "shared" / "run_a", "--output_folder")
+    assert (tmp_path / "shared").is_dir()  # the other run's parent is not removed
+    assert not (tmp_path / "shared" / "run_a").exists()  # the probe's own folder is
