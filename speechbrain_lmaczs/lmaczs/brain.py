@@ -17,6 +17,7 @@ from speechbrain_lmaczs.lmaczs.loss import (
     mask_transfer,
     mix_pairs,
     mixture_consistency,
+    own_pair_rows,
     ratio_mask,
     zero_shot_loss,
 )
@@ -157,7 +158,7 @@ class LMACZSBrain(sb.Brain):
         logits = self.masks_for([h[rows] for h in mix_hidden], text[source], mix_x[rows], logits=True)
         masks = torch.sigmoid(logits)
         out = {"mix_source": source, "mix_other": other, "mix_masks": masks, "mix_logits": logits}
-        if self.hparams.mix_target == "mask":
+        if self.hparams.lambda_mix > 0 and self.hparams.mix_target == "mask":
             with torch.no_grad():
                 power = domain.power(x.float())  # float32: 10^(dB/10) of a loud bin overflows float16
                 out["mix_share"] = ratio_mask(power[source], power[other])
@@ -174,10 +175,7 @@ class LMACZSBrain(sb.Brain):
         target = self.hparams.mix_target
         terms = {}
         if self.hparams.lambda_mix > 0 and target == "mask":
-            pairs = predictions["pairs"]
-            own = torch.empty(len(text), dtype=torch.long, device=pairs.device)
-            is_own = pairs[:, 0] == pairs[:, 1]
-            own[pairs[is_own, 1]] = torch.nonzero(is_own).squeeze(1)  # every clip is paired with its own caption
+            own = own_pair_rows(predictions["pairs"], len(text))  # grid_pairs gives every clip its own caption
             terms["mix"] = mask_transfer(
                 predictions["mix_logits"].float(), predictions["masks"][own[source]].float(),
                 predictions["masks"][own[other]].float(), predictions["mix_share"].float(),

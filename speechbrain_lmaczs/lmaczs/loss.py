@@ -21,6 +21,20 @@ def grid_pairs(batch_size, pairs_per_clip=None, device=None):
     return torch.stack([text, audio], dim=1)
 
 
+def own_pair_rows(pairs, batch_size):
+    """For each clip j, the row of ``pairs`` that pairs it with its own caption (text j, audio j), -1 where none.
+
+    >>> own_pair_rows(grid_pairs(3, 2), 3).tolist()
+    [0, 2, 4]
+    >>> own_pair_rows(torch.tensor([[1, 0], [0, 1]]), 2).tolist()
+    [-1, -1]
+    """
+    own = torch.full((batch_size,), -1, dtype=torch.long, device=pairs.device)
+    is_own = pairs[:, 0] == pairs[:, 1]
+    own[pairs[is_own, 1]] = torch.nonzero(is_own).squeeze(1)
+    return own
+
+
 def zero_shot_loss(
     text, audio, masked_audio, masks, lambda_reg, lambda_div, pairs=None, at_least=False, own_embedding=False
 ):
@@ -111,10 +125,8 @@ def zero_shot_loss(
     reg = masks.flatten(1).mean(dim=-1).sum()
 
     # D: a pair (text j, audio i) with j != i meets the own pair (text i, audio i) of the same audio.
-    own = torch.full((b,), -1, dtype=torch.long, device=text.device)
-    is_own = ti == aj
-    own[aj[is_own]] = torch.nonzero(is_own).squeeze(1)
-    cross = (~is_own) & (own[aj] >= 0)
+    own = own_pair_rows(pairs, b)
+    cross = (ti != aj) & (own[aj] >= 0)
     if cross.any():
         other = torch.nonzero(cross).squeeze(1)
         mine = own[aj[other]]
