@@ -175,6 +175,15 @@ def test_train_refuses_contradicting_options_with_one_line_and_leaves_no_folder(
     (tmp_path / "a_file").write_text("mine")
     proc = _train(f"--output_folder={tmp_path / 'a_file' / 'run'}")
     assert_one_line(proc, "train.py", "--output_folder", "is a file, not a folder")
+    # a bad loss option is refused from the yaml's settings, before any folder or model exists
+    for options, words in (
+        (["--mix_target=masks"], "mix_target must be one of"),
+        (["--sim_match=below"], "sim_match must be one of"),
+        (["--mix_target=mask", "--lambda_out=1.0"], "needs an embedding mix_target"),
+    ):
+        proc = _train(f"--output_folder={out}", *options)
+        assert_one_line(proc, "train.py", words)
+        assert not out.exists()
     # --verbose keeps the traceback for whoever wants it.
     proc = _train(f"--output_folder={out}", "--ckpt_interval_steps=5", "--ckpt_interval_minutes=2", "--verbose")
     assert proc.returncode != 0 and "Traceback" in proc.stderr and not out.exists()

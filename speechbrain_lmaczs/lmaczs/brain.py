@@ -8,6 +8,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.distributed import RankShareSampler, gather_objects
+from speechbrain_lmaczs.errors import ConfigError
 from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoints
 from speechbrain_lmaczs.lmaczs.decoder import masks_on_grid
 from speechbrain_lmaczs.lmaczs.loss import (
@@ -32,6 +33,20 @@ LOSS_OPTIONS = {
 #: values of ``sim_match``: ``exact`` (the paper's | C - C' |), ``at_least`` (only a loss of similarity is charged) or
 #: ``embedding`` (a clip masked for its own caption must keep the clip's whole embedding: 1 - a . a')
 SIM_MATCH = ("exact", "at_least", "embedding")
+
+
+def check_loss_options(settings):
+    """Raise a :class:`ConfigError` (a ``ValueError``) for a bad loss option in ``settings`` (a yaml's plain
+    settings or the Brain's hparams; a missing option is the paper's). The training script calls it before
+    anything is created, the Brain again on construction."""
+    options = {**LOSS_OPTIONS, **{k: v for k, v in settings.items() if k in LOSS_OPTIONS and v is not None}}
+    if options["sim_match"] not in SIM_MATCH:
+        raise ConfigError(f"sim_match must be one of {SIM_MATCH}, got {options['sim_match']!r}.")
+    if options["mix_target"] not in MIX_TARGETS:
+        raise ConfigError(f"mix_target must be one of {MIX_TARGETS}, got {options['mix_target']!r}.")
+    if options["mix_target"] == "mask" and float(options["lambda_out"]) > 0:
+        raise ConfigError("lambda_out matches the mixture masked by 1 - M to a clip's embedding: it needs an "
+                          "embedding mix_target (similarity, embedding, both_prompts or contrast), not mask.")
 
 
 class LMACZSBrain(sb.Brain):
@@ -75,13 +90,7 @@ class LMACZSBrain(sb.Brain):
     ):
         # The loss options beyond the paper are optional in the hparams; their defaults give the paper's loss.
         hparams = {**LOSS_OPTIONS, **(hparams or {})}
-        if hparams["sim_match"] not in SIM_MATCH:
-            raise ValueError(f"sim_match must be one of {SIM_MATCH}, got {hparams['sim_match']!r}.")
-        if hparams["mix_target"] not in MIX_TARGETS:
-            raise ValueError(f"mix_target must be one of {MIX_TARGETS}, got {hparams['mix_target']!r}.")
-        if hparams["mix_target"] == "mask" and hparams["lambda_out"] > 0:
-            raise ValueError("lambda_out matches the mixture masked by 1 - M to a clip's embedding: it needs an "
-                             "embedding mix_target (similarity, embedding, both_prompts or contrast), not mask.")
+        check_loss_options(hparams)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         self.eval_prompts = list(eval_prompts) if eval_prompts else None
         self.classifier = None

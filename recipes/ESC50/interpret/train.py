@@ -22,14 +22,14 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
 from speechbrain_lmaczs.entry import run_script, start_run
-from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain
+from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain, check_loss_options
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.recipe import dataio_prep, prepare_manifests, write_explanations
 
 
 def main(argv):
     """Train as the yaml and the command line say (see the module docstring)."""
-    hparams_file, run_opts, overrides, hparams = start_run(argv)
+    hparams_file, run_opts, overrides, hparams = start_run(argv, check=check_loss_options)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
