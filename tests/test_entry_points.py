@@ -180,6 +180,7 @@ def test_train_refuses_contradicting_options_with_one_line_and_leaves_no_folder(
         (["--mix_target=masks"], "mix_target must be one of"),
         (["--sim_match=below"], "sim_match must be one of"),
         (["--mix_target=mask", "--lambda_out=1.0"], "needs an embedding mix_target"),
+        (["--lambda_del=-1"], "lambda_del is the weight of a loss term"),
     ):
         proc = _train(f"--output_folder={out}", *options)
         assert_one_line(proc, "train.py", words)

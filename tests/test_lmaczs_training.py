@@ -208,6 +208,36 @@ def test_mask_transfer_target_trains_the_mixture_mask_toward_each_source_own_mas
 
 
 @pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
+def test_deletion_term_charges_what_the_mask_leaves_out(tiny_msclap, samples_dir, tmp_path, domain_cls):
+    batch = _batch(tiny_msclap, samples_dir, ["1-100032-A-0.wav", "2-100648-A-43.wav"],
+                   make_prompts(["dog", "car_horn"]))
+    domain = domain_cls(tiny_msclap.frontend, fill="background")
+    brain = _brain(tiny_msclap, tmp_path, domain, lambda_del=2.0, pairs_per_clip=2)
+    with torch.no_grad():
+        out = brain.compute_forward(batch, stage=None)
+        # by hand: each clip with its OWN caption's mask removed, and with every bin removed (the domain's absent)
+        x, t, pairs = out["x"], out["text"], out["pairs"].tolist()
+        own = torch.stack([out["masks"][pairs.index([j, j])] for j in (0, 1)])
+        left_out = brain.embed_masked(domain.apply_mask(x, 1.0 - own))
+        nothing = brain.embed_masked(domain.apply_mask(x, torch.zeros_like(own)))
+        assert torch.allclose(out["deleted_audio"], left_out, atol=1e-6)
+        assert torch.allclose(out["absent_audio"], nothing, atol=1e-6)
+        term = ((t * left_out).sum(-1) - (t * nothing).sum(-1)).clamp_min(0).sum()
+        paper = zero_shot_loss(t, out["audio"], out["masked_audio"], out["masks"], 0.05, 0.1,
+                               pairs=out["pairs"])["loss"]
+        assert torch.allclose(brain.compute_objectives(out, batch, sb.Stage.TRAIN), paper + 2.0 * term, atol=1e-5)
+        # a mask that keeps nothing leaves the whole clip out; one that keeps everything leaves out nothing (term 0)
+        empty = brain.deletion_forward(x, out["pairs"], torch.zeros_like(out["masks"]))
+        assert torch.allclose(empty["deleted_audio"], out["audio"], atol=1e-5)
+        full = {**out, **brain.deletion_forward(x, out["pairs"], torch.ones_like(out["masks"]))}
+        assert float(brain.compute_objectives(full, batch, sb.Stage.TRAIN) - paper) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="lambda_del"):
+        _brain(tiny_msclap, tmp_path, domain, lambda_del=-1.0)
+    losses = [float(brain.fit_batch(batch)) for _ in range(10)]
+    assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < losses[0], losses
+
+
+@pytest.mark.parametrize("domain_cls", [MelMasking, STFTMasking])
 def test_lmaczs_interpreter_contract(tiny_clap, domain_cls):
     torch.manual_seed(0)
     domain = domain_cls(tiny_clap.frontend)

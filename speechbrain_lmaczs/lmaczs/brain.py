@@ -13,6 +13,7 @@ from speechbrain_lmaczs.lmaczs.checkpoints import set_aside_incomplete_checkpoin
 from speechbrain_lmaczs.lmaczs.decoder import masks_on_grid
 from speechbrain_lmaczs.lmaczs.loss import (
     MIX_TARGETS,
+    deletion,
     grid_pairs,
     mask_overlap,
     mask_transfer,
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 #: the loss options beyond the paper (yaml keys) and their defaults, with which the loss is the paper's
 LOSS_OPTIONS = {
     "sim_match": "exact", "lambda_mix": 0.0, "mix_target": "similarity", "lambda_out": 0.0, "lambda_overlap": 0.0,
+    "lambda_del": 0.0,
 }
 #: values of ``sim_match``: ``exact`` (the paper's | C - C' |), ``at_least`` (only a loss of similarity is charged) or
 #: ``embedding`` (a clip masked for its own caption must keep the clip's whole embedding: 1 - a . a')
@@ -44,6 +46,13 @@ def check_loss_options(settings):
         raise ConfigError(f"sim_match must be one of {SIM_MATCH}, got {options['sim_match']!r}.")
     if options["mix_target"] not in MIX_TARGETS:
         raise ConfigError(f"mix_target must be one of {MIX_TARGETS}, got {options['mix_target']!r}.")
+    for key in ("lambda_mix", "lambda_out", "lambda_overlap", "lambda_del"):
+        try:
+            weight = float(options[key])
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not weight >= 0:
+            raise ConfigError(f"{key} is the weight of a loss term: a number >= 0 (0: off), got {options[key]!r}.")
     if options["mix_target"] == "mask" and float(options["lambda_out"]) > 0:
         raise ConfigError("lambda_out matches the mixture masked by 1 - M to a clip's embedding: it needs an "
                           "embedding mix_target (similarity, embedding, both_prompts or contrast), not mask.")
@@ -69,8 +78,11 @@ class LMACZSBrain(sb.Brain):
     or ``"contrast"``; or, with ``"mask"``, the mask on the mixture must be the source's own mask where the source
     dominates, :func:`mask_transfer`), ``lambda_out``
     the complement term (the mixture masked by 1 - M must match the OTHER source) and ``lambda_overlap`` the
-    overlap of the two sources' masks on their mixture (:func:`mask_overlap`). Validation adds them too, so the
-    checkpoint kept is the one best on these ground-truth-free criteria as well.
+    overlap of the two sources' masks on their mixture (:func:`mask_overlap`). ``lambda_del`` weighs the deletion
+    term on single clips (:func:`deletion`: a clip with its own caption's mask removed must match the caption no
+    better than the clip with every bin removed, so the mask keeps the whole event, not only its most telling
+    part; two more encoder passes per clip, one with gradient). Validation adds them too, so the checkpoint kept is
+    the one best on these ground-truth-free criteria as well.
 
     Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
     labelled set also carry ``label`` (class index); with ``eval_prompts`` given, those stages compute zero-shot accuracy, the
@@ -139,9 +151,19 @@ class LMACZSBrain(sb.Brain):
             "x": x, "audio": audio, "hidden": hidden, "text": text, "pairs": pairs, "masks": masks,
             "masked_audio": masked,
         }
+        if self.hparams.lambda_del > 0:
+            out.update(self.deletion_forward(x, pairs, masks))
         if self.uses_mixtures and wav.shape[0] >= 2:
             out.update(self.mixture_forward(wav, text, x))
         return out
+
+    def deletion_forward(self, x, pairs, masks):
+        """Embeddings of each clip with its own caption's mask removed (``1 - M``) and with every bin removed."""
+        own = own_pair_rows(pairs, len(x))  # grid_pairs gives every clip its own caption
+        domain = self.modules.domain
+        with torch.no_grad():
+            absent = self.modules.clap.encode_audio(domain.to_logmel(domain.absent(x)))
+        return {"deleted_audio": self.embed_masked(domain.apply_mask(x, 1.0 - masks[own])), "absent_audio": absent}
 
     def mixture_weights(self):
         """Weights of the optional mixture terms, by term name (``mix``, ``out``, ``overlap``)."""
@@ -216,6 +238,10 @@ class LMACZSBrain(sb.Brain):
             at_least=self.hparams.sim_match == "at_least",
             own_embedding=self.hparams.sim_match == "embedding",
         )
+        if "deleted_audio" in predictions:
+            out["del"] = deletion(predictions["text"].float(), predictions["deleted_audio"].float(),
+                                  predictions["absent_audio"].float())
+            out["loss"] = out["loss"] + self.hparams.lambda_del * out["del"]
         if "mix_masks" in predictions:
             for key, value in self.mixture_terms(predictions).items():
                 out[key] = value
@@ -251,6 +277,8 @@ class LMACZSBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
         self.loss_parts.update({k: 0.0 for k in ("mix", "out", "overlap") if self.mixture_weights()[k] > 0})
+        if self.hparams.lambda_del > 0:
+            self.loss_parts["del"] = 0.0
         self.n_eval_batches = 0
         if stage == sb.Stage.TRAIN:
             # After an interrupted run, the recovered step shows that training resumes mid-epoch.

@@ -226,6 +226,29 @@ def mixture_consistency(text, target_audio, masked_audio, target="similarity", o
     return (1.0 - (target_audio * masked_audio).sum(-1)).sum()
 
 
+def deletion(text, deleted_audio, absent_audio):
+    """Sum over N clips of how much a clip with its mask's bins REMOVED still matches the clip's own prompt, beyond
+    what the clip with every bin removed does.
+
+    With t the prompt's text embedding, a_del the (normalised) embedding of the clip masked by 1 - M (what the
+    mask leaves out) and a_0 that of the clip masked by 0 (the masking domain's "absent" everywhere)::
+
+        term = max(0, t . a_del - t . a_0)
+
+    It is the deletion side of a mask: a mask that keeps only an event's most telling part leaves the rest of the
+    event, which still matches the prompt, in its complement. The term is 0 once what is left out matches the
+    prompt no better than nothing; the L1 term keeps the mask from growing beyond that.
+
+    >>> t = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    >>> left_out = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    >>> nothing = torch.tensor([[0.2, 0.98], [0.2, 0.98]])
+    >>> round(float(deletion(t, left_out, nothing)), 4)  # 0.4 for the first clip, 0 for the second
+    0.4
+    """
+    gap = (text * deleted_audio).sum(-1) - (text * absent_audio.detach()).sum(-1)
+    return gap.clamp_min(0.0).sum()
+
+
 def mask_overlap(mask_a, mask_b):
     """Sum over N mask pairs of the mean of their product: the share of the grid both masks keep.
 
