@@ -80,8 +80,8 @@ class LMACZSBrain(sb.Brain):
     the complement term (the mixture masked by 1 - M must match the OTHER source) and ``lambda_overlap`` the
     overlap of the two sources' masks on their mixture (:func:`mask_overlap`). ``lambda_del`` weighs the deletion
     term on single clips (:func:`deletion`: a clip with its own caption's mask removed must match the caption no
-    better than the clip with every bin removed, so the mask keeps the whole event, not only its most telling
-    part; two more encoder passes per clip, one with gradient). Validation adds them too, so the checkpoint kept is
+    better than the clip with every bin removed, so the mask keeps all that still matches the caption, not only
+    its most telling part; two more encoder passes per clip, one with gradient). Validation adds them too, so the checkpoint kept is
     the one best on these ground-truth-free criteria as well.
 
     Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
