@@ -46,7 +46,7 @@ def check_loss_options(settings):
         raise ConfigError(f"sim_match must be one of {SIM_MATCH}, got {options['sim_match']!r}.")
     if options["mix_target"] not in MIX_TARGETS:
         raise ConfigError(f"mix_target must be one of {MIX_TARGETS}, got {options['mix_target']!r}.")
-    for key in ("lambda_mix", "lambda_out", "lambda_overlap", "lambda_del"):
+    for key in (k for k in LOSS_OPTIONS if k.startswith("lambda_")):
         try:
             weight = float(options[key])
         except (TypeError, ValueError):
@@ -81,8 +81,8 @@ class LMACZSBrain(sb.Brain):
     overlap of the two sources' masks on their mixture (:func:`mask_overlap`). ``lambda_del`` weighs the deletion
     term on single clips (:func:`deletion`: a clip with its own caption's mask removed must match the caption no
     better than the clip with every bin removed, so the mask keeps all that still matches the caption, not only
-    its most telling part; two more encoder passes per clip, one with gradient). Validation adds them too, so the checkpoint kept is
-    the one best on these ground-truth-free criteria as well.
+    its most telling part; two more encoder passes per clip, one with gradient). Validation adds them too, so the
+    checkpoint kept is the one best on these ground-truth-free criteria as well.
 
     Batches carry ``wav`` (padded waveforms at the encoder's rate) and ``caption``. Validation and test batches of a
     labelled set also carry ``label`` (class index); with ``eval_prompts`` given, those stages compute zero-shot accuracy, the
@@ -169,6 +169,10 @@ class LMACZSBrain(sb.Brain):
         """Weights of the optional mixture terms, by term name (``mix``, ``out``, ``overlap``)."""
         return {"mix": self.hparams.lambda_mix, "out": self.hparams.lambda_out, "overlap": self.hparams.lambda_overlap}
 
+    def term_weights(self):
+        """Weights of every optional term added to the paper's loss: the mixture terms and ``del``."""
+        return {**self.mixture_weights(), "del": self.hparams.lambda_del}
+
     @property
     def uses_mixtures(self):
         """Whether a mixture term of the loss is on."""
@@ -238,14 +242,14 @@ class LMACZSBrain(sb.Brain):
             at_least=self.hparams.sim_match == "at_least",
             own_embedding=self.hparams.sim_match == "embedding",
         )
+        terms = self.mixture_terms(predictions) if "mix_masks" in predictions else {}
         if "deleted_audio" in predictions:
-            out["del"] = deletion(predictions["text"].float(), predictions["deleted_audio"].float(),
-                                  predictions["absent_audio"].float())
-            out["loss"] = out["loss"] + self.hparams.lambda_del * out["del"]
-        if "mix_masks" in predictions:
-            for key, value in self.mixture_terms(predictions).items():
-                out[key] = value
-                out["loss"] = out["loss"] + self.mixture_weights()[key] * value
+            terms["del"] = deletion(predictions["text"].float(), predictions["deleted_audio"].float(),
+                                    predictions["absent_audio"].float())
+        weights = self.term_weights()
+        for key, value in terms.items():
+            out[key] = value
+            out["loss"] = out["loss"] + weights[key] * value
         if stage != sb.Stage.TRAIN:
             self.n_eval_batches += 1
             for key in self.loss_parts:
@@ -276,9 +280,7 @@ class LMACZSBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self.loss_parts = {"sim": 0.0, "reg": 0.0, "div": 0.0}
-        self.loss_parts.update({k: 0.0 for k in ("mix", "out", "overlap") if self.mixture_weights()[k] > 0})
-        if self.hparams.lambda_del > 0:
-            self.loss_parts["del"] = 0.0
+        self.loss_parts.update({k: 0.0 for k, weight in self.term_weights().items() if weight > 0})
         self.n_eval_batches = 0
         if stage == sb.Stage.TRAIN:
             # After an interrupted run, the recovered step shows that training resumes mid-epoch.
