@@ -5,9 +5,10 @@ that cannot be written, a missing CLAP) ends with one line ``<script>: error: ..
 traceback is shown only with ``--verbose`` (and for real bugs). :func:`start_run` parses the command line as
 SpeechBrain does, resolves the options that contradict the yaml the way the README says, checks the settings and
 that the output folder can be written, all before the experiment directory is created, so that a refused run
-leaves nothing behind.
+leaves nothing behind. :func:`exit_script` ends the script with that status.
 """
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -73,6 +74,28 @@ def run_script(main, argv=None, prog=None):
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def exit_script(status):
+    """End the script with exit ``status``, as ``sys.exit`` does; a torchrun worker skips the interpreter's teardown.
+
+    In a process that joined a process group, gloo's worker threads may still be releasing the tensors of the last
+    collectives (a checkpoint's broadcast, a gather of metrics) when the main thread returns. Once the interpreter
+    is finalizing, CPython ends any thread that asks for the GIL (``pthread_exit``); the unwind through PyTorch's
+    destructor aborts the process ("terminate called without an active exception", SIGABRT), and torchrun reports
+    a job that finished all its work as failed (seen with torch 2.11 and Python 3.11, in 3 of 4 restarted runs of
+    ``tests/test_distributed.py``'s resume test). Such a worker here runs the exit handlers (logging's flush and
+    close among them) and flushes its streams while the interpreter is whole, then leaves with ``os._exit``: its
+    work is written by then, and its threads end with the process instead of being unwound.
+    """
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        atexit._run_exitfuncs()  # what the interpreter would run at exit, run before os._exit
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def _one_line(err):

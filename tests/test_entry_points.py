@@ -231,6 +231,38 @@ def test_prepare_bad_option_is_one_line(tmp_path):
     assert_one_line(proc, "python -m speechbrain_lmaczs.prepare", "--save_folder", "is a file, not a folder")
 
 
+EXIT_SCRIPT = """
+import atexit, logging, sys
+import torch.distributed as dist
+from speechbrain_lmaczs.entry import exit_script
+folder, grouped = sys.argv[1], sys.argv[2] == "group"
+if grouped:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=0, world_size=1)
+    dist.barrier()
+logging.basicConfig(filename=f"{folder}/log.txt", level=logging.INFO)
+logging.info("logged before the end")
+atexit.register(lambda: open(f"{folder}/handler.txt", "w").write("ran"))
+sys.stdout.write("written without a newline")
+try:
+    exit_script(3)
+finally:
+    sys.stdout.write(" | unwound")
+"""
+
+
+@pytest.mark.parametrize("grouped", ["group", "alone"])
+def test_exit_script_keeps_status_output_and_exit_handlers_in_and_out_of_a_process_group(tmp_path, grouped):
+    """In a process group the script leaves without the interpreter's teardown (os._exit: nothing unwinds, so the
+    ``finally`` does not run); the status, the buffered output, the log and the exit handlers are all kept."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), grouped], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    unwound = " | unwound" if grouped == "alone" else ""
+    assert proc.stdout == "written without a newline" + unwound
+    assert (tmp_path / "handler.txt").read_text() == "ran"
+    assert "logged before the end" in (tmp_path / "log.txt").read_text()
+
+
 def _unwritable_folders(tmp_path):
     """Output folders no user can write, root included: under a plain file; under /proc; a 0555 folder (only
     refused for a non-root user: root ignores permission bits)."""

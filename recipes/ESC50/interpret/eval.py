@@ -23,12 +23,11 @@ by the same command without --shard, which merges the shards of --output_folder.
 Authors: the speechbrain-lmaczs developers
 """
 
-import sys
 
 import speechbrain as sb
 from speechbrain.utils.distributed import infer_device, run_on_main
 
-from speechbrain_lmaczs.entry import run_script, start_run
+from speechbrain_lmaczs.entry import exit_script, run_script, start_run
 from speechbrain_lmaczs.evaluation import check_evaluation_settings, prepare_evaluation_data, run_evaluation
 
 
@@ -55,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    exit_script(run_script(main))

@@ -15,13 +15,12 @@ Smoke run (tiny random CLAP, ESC-50 labels as captions):
 Authors: the speechbrain-lmaczs developers
 """
 
-import sys
 
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_lmaczs.classifier import ZeroShotClassifier
-from speechbrain_lmaczs.entry import run_script, start_run
+from speechbrain_lmaczs.entry import exit_script, run_script, start_run
 from speechbrain_lmaczs.lmaczs.brain import LMACZSBrain, check_loss_options
 from speechbrain_lmaczs.interpreters.lmaczs import LMACZSInterpreter
 from speechbrain_lmaczs.recipe import dataio_prep, prepare_manifests, write_explanations
@@ -78,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    exit_script(run_script(main))
