@@ -23,7 +23,6 @@ by the same command without --shard, which merges the shards of --output_folder.
 Authors: the speechbrain-lmaczs developers
 """
 
-
 import speechbrain as sb
 from speechbrain.utils.distributed import infer_device, run_on_main
 

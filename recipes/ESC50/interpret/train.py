@@ -15,7 +15,6 @@ Smoke run (tiny random CLAP, ESC-50 labels as captions):
 Authors: the speechbrain-lmaczs developers
 """
 
-
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
