@@ -88,9 +88,9 @@ def exit_script(status):
     close among them) and flushes its streams while the interpreter is whole, then leaves with ``os._exit``: its
     work is written by then, and its threads end with the process instead of being unwound.
     """
-    import torch.distributed
+    from speechbrain.utils.distributed import is_distributed_initialized
 
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if is_distributed_initialized():
         atexit._run_exitfuncs()  # what the interpreter would run at exit, run before os._exit
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
